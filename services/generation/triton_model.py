@@ -1,0 +1,127 @@
+"""The Triton-facing model: a decoupled (streaming) PyTriton infer function.
+
+Each request is one prompt; responses stream text deltas. The infer function is
+an async generator, so PyTriton runs every stream concurrently on one event loop
+while the scheduler thread batches their tokens. Deltas that pile up while a
+response is being sent are coalesced into the next one.
+"""
+
+import asyncio
+import json
+
+import numpy as np
+import structlog
+from pytriton.model_config import Tensor
+
+from generation.request import InvalidRequest, parse_request
+from generation.scheduler import Overloaded, Scheduler
+from generation.stops import StopMatcher
+from generation.tokenizer import Tokenizer
+
+log = structlog.get_logger()
+
+INPUTS = [
+    Tensor(name="prompt", dtype=bytes, shape=(1,)),  # UTF-8 prompt text
+    Tensor(name="parameters", dtype=bytes, shape=(1,)),  # JSON sampling parameters
+]
+OUTPUTS = [
+    Tensor(name="text", dtype=bytes, shape=(1,)),  # new text since the previous response
+    Tensor(name="prompt_tokens", dtype=np.int32, shape=(1,)),
+    Tensor(name="completion_tokens", dtype=np.int32, shape=(1,)),  # generated so far
+    Tensor(name="finish_reason", dtype=bytes, shape=(1,)),  # "", "stop", "length" or "error"
+    Tensor(name="error", dtype=bytes, shape=(1,)),  # "CODE: message" when finish_reason is "error"
+]
+
+
+def _response(text: str, prompt_tokens: int, completion_tokens: int, finish: str = "", error: str = "") -> dict:
+    return {
+        "text": np.array([text.encode()], dtype=object),
+        "prompt_tokens": np.array([prompt_tokens], dtype=np.int32),
+        "completion_tokens": np.array([completion_tokens], dtype=np.int32),
+        "finish_reason": np.array([finish.encode()], dtype=object),
+        "error": np.array([error.encode()], dtype=object),
+    }
+
+
+class CompletionModel:
+    """Streams one completion per request from the shared scheduler."""
+
+    def __init__(self, scheduler: Scheduler, tokenizer: Tokenizer, max_len: int, vocab_size: int):
+        self._scheduler = scheduler
+        self._tokenizer = tokenizer
+        self._max_len = max_len
+        self._vocab_size = vocab_size
+
+    async def __call__(self, requests):
+        # ModelConfig(batching=False, decoupled=True): exactly one request per call.
+        for request in requests:
+            async for response in self._generate(request):
+                yield [response]
+
+    async def _generate(self, request):
+        try:
+            req = parse_request(request["prompt"][0], request["parameters"][0], self._vocab_size)
+        except InvalidRequest as e:
+            yield _response("", 0, 0, "error", f"INVALID_ARGUMENT: {e}")
+            return
+        prompt_ids = self._tokenizer.encode(req.prompt)
+        n_prompt = len(prompt_ids)
+        if n_prompt == 0:
+            yield _response("", 0, 0, "error", "INVALID_ARGUMENT: prompt has no tokens")
+            return
+        if n_prompt + req.max_tokens > self._max_len:
+            yield _response(
+                "", n_prompt, 0, "error",
+                f"INVALID_ARGUMENT: this model's maximum context length is {self._max_len} tokens, "
+                f"however you requested {n_prompt + req.max_tokens} tokens "
+                f"({n_prompt} in the prompt, {req.max_tokens} for the completion)",
+            )
+            return
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[int | None, str | None]] = asyncio.Queue()
+
+        def sink(token: int | None, finish: str | None) -> None:  # scheduler thread
+            loop.call_soon_threadsafe(events.put_nowait, (token, finish))
+
+        try:
+            seq = self._scheduler.submit(prompt_ids, req.max_tokens, req.sampling, sink)
+        except Overloaded as e:
+            yield _response("", n_prompt, 0, "error", f"UNAVAILABLE: {e}")
+            return
+
+        detok = self._tokenizer.detokenizer(prompt_ids)
+        stops = StopMatcher(req.stop)
+        generated = 0
+        finish = ""
+        try:
+            while not finish:
+                batch = [await events.get()]
+                while not events.empty():
+                    batch.append(events.get_nowait())
+                text = ""
+                for token, reason in batch:
+                    if token is not None and not finish:
+                        generated += 1
+                        out, stopped = stops.feed(detok.add(token))
+                        text += out
+                        if stopped:
+                            finish = "stop"
+                            self._scheduler.cancel(seq)
+                    if reason is not None and not finish:
+                        out, stopped = stops.feed(detok.finish())
+                        text += out if stopped else out + stops.flush()
+                        finish = "stop" if stopped else reason
+                if finish in ("cancelled", "error"):
+                    yield _response(text, n_prompt, generated, "error", "INTERNAL: generation failed")
+                    return
+                yield _response(text, n_prompt, generated, finish)
+        finally:
+            # The client went away (generator closed) or we stopped at a stop string:
+            # free the slot before the next decode step (a no-op once finished).
+            self._scheduler.cancel(seq)
+
+
+def parameters_json(**params) -> bytes:
+    """Encodes sampling parameters the way this model reads them (used by clients and tests)."""
+    return json.dumps({k: v for k, v in params.items() if v is not None}).encode()

@@ -1,0 +1,67 @@
+"""Orchestrator: the public gRPC API (auth, validation, composition of the mesh per request)."""
+
+import asyncio
+
+import structlog
+
+from common.logging import configure_logging
+from common.server import serve
+from guardmesh.v1 import (
+    check_service_pb2,
+    check_service_pb2_grpc,
+    completion_service_pb2,
+    completion_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    readiness_service_pb2,
+    readiness_service_pb2_grpc,
+)
+from orchestrator.auth import KeyStore
+from orchestrator.generation_client import GenerationClient
+from orchestrator.pipeline import CompletionPipeline
+from orchestrator.servicer import CheckServicer, CompletionServicer, ModelServicer, ReadinessServicer
+from orchestrator.settings import OrchestratorSettings
+
+log = structlog.get_logger()
+
+
+async def run(settings: OrchestratorSettings) -> None:
+    keys = KeyStore.from_csv(settings.api_keys)
+    if not len(keys):
+        raise SystemExit("no API keys configured: set GUARDMESH_API_KEYS")
+    generation = GenerationClient(settings.generation_address, settings.model_name)
+    pipeline = CompletionPipeline(generation)
+    servicers = [
+        (completion_service_pb2_grpc.add_CompletionServiceServicer_to_server, CompletionServicer(settings, keys, pipeline)),
+        (model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelServicer(settings, keys)),
+        (check_service_pb2_grpc.add_CheckServiceServicer_to_server, CheckServicer(keys)),
+        (readiness_service_pb2_grpc.add_ReadinessServiceServicer_to_server, ReadinessServicer(settings, generation)),
+    ]
+    names = [
+        module.DESCRIPTOR.services_by_name[name].full_name
+        for module, name in [
+            (completion_service_pb2, "CompletionService"),
+            (model_service_pb2, "ModelService"),
+            (check_service_pb2, "CheckService"),
+            (readiness_service_pb2, "ReadinessService"),
+        ]
+    ]
+    await serve(
+        host=settings.host,
+        port=settings.port,
+        metrics_port=settings.metrics_port,
+        register=[lambda server, add=add, s=s: add(s, server) for add, s in servicers],
+        service_names=names,
+        on_stop=generation.close,
+    )
+
+
+def main() -> None:
+    settings = OrchestratorSettings()
+    configure_logging("orchestrator", settings.log_level)
+    log.info("starting", keys=len(KeyStore.from_csv(settings.api_keys)))
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Streams completions from the generation service over Triton's own gRPC protocol."""
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as triton
+from tritonclient.grpc import InferInput
+from tritonclient.utils import InferenceServerException
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One streamed response of one choice."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "" until the last delta
+
+
+class GenerationError(Exception):
+    """The generation service refused or failed; `code` is the gRPC status to return."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_CODES = {
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _bytes_input(name: str, value: bytes) -> InferInput:
+    tensor = InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([value], dtype=object))
+    return tensor
+
+
+class GenerationClient:
+    """One shared channel to Triton; one bidirectional stream per choice."""
+
+    def __init__(self, address: str, model_name: str):
+        self._model = model_name
+        self._client = triton.InferenceServerClient(
+            address,
+            keepalive_options=triton.KeepAliveOptions(keepalive_time_ms=10_000, keepalive_timeout_ms=5_000),
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def is_ready(self, timeout_s: float) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self._model, client_timeout=timeout_s))
+        except InferenceServerException:
+            return False
+
+    async def stream(
+        self, prompt: str, parameters: dict, *, request_id: str, timeout_s: float
+    ) -> AsyncIterator[Delta]:
+        """Yields deltas until the one with a finish_reason; raises GenerationError on failure."""
+
+        async def requests():
+            yield {
+                "model_name": self._model,
+                "inputs": [
+                    _bytes_input("prompt", prompt.encode()),
+                    _bytes_input("parameters", json.dumps(parameters).encode()),
+                ],
+                "request_id": request_id,
+            }
+
+        responses = self._client.stream_infer(requests(), stream_timeout=timeout_s)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise _translate(error)
+                finish = result.as_numpy("finish_reason")[0].decode()
+                if finish == "error":
+                    code, _, message = result.as_numpy("error")[0].decode().partition(": ")
+                    raise GenerationError(_CODES.get(code, grpc.StatusCode.INTERNAL), message or "generation failed")
+                yield Delta(
+                    text=result.as_numpy("text")[0].decode(),
+                    prompt_tokens=int(result.as_numpy("prompt_tokens")[0]),
+                    completion_tokens=int(result.as_numpy("completion_tokens")[0]),
+                    finish_reason=finish,
+                )
+                if finish:
+                    return
+        except grpc.RpcError as e:  # the stream itself failed (connection, deadline)
+            raise _translate_rpc(e) from None
+        except InferenceServerException as e:
+            raise _translate(e) from None
+        finally:
+            responses.cancel()  # ends the Triton stream; a no-op when it already finished
+        raise GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service ended the stream early")
+
+
+def _translate_rpc(error: grpc.RpcError) -> GenerationError:
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return GenerationError(code, "generation timed out")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return GenerationError(code, "generation service unavailable")
+    if code == grpc.StatusCode.CANCELLED:
+        return GenerationError(code, "generation cancelled")
+    return GenerationError(grpc.StatusCode.INTERNAL, "generation failed")
+
+
+def _translate(error: InferenceServerException) -> GenerationError:
+    status = str(error.status() or "")
+    text = str(error.message() or error)
+    if "DEADLINE_EXCEEDED" in status or "Deadline" in text:
+        return GenerationError(grpc.StatusCode.DEADLINE_EXCEEDED, "generation timed out")
+    if "UNAVAILABLE" in status or "failed to connect" in text.lower() or "connection" in text.lower():
+        return GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service unavailable")
+    return GenerationError(grpc.StatusCode.INTERNAL, "generation failed")

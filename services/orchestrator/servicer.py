@@ -1,0 +1,196 @@
+"""gRPC servicers: map protos to the pipeline and pipeline errors to gRPC statuses."""
+
+import asyncio
+import time
+import uuid
+
+import grpc
+import structlog
+from google.api import httpbody_pb2
+
+from guardmesh.v1 import (
+    check_service_pb2_grpc,
+    completion_service_pb2 as pb,
+    completion_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    readiness_service_pb2,
+    readiness_service_pb2_grpc,
+)
+from orchestrator import responses
+from orchestrator.auth import KeyStore, bearer_token
+from orchestrator.generation_client import GenerationClient
+from orchestrator.pipeline import CompletionPipeline, PipelineError, Usage
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.validation import CompletionJob, InvalidRequest, validate
+
+log = structlog.get_logger()
+
+CAPABILITIES = ("completion", "chat-completion", "chat-with-image", "embedding", "embedding-with-image", "tokenize")
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+async def authenticate(keys: KeyStore, context: grpc.aio.ServicerContext) -> None:
+    token = bearer_token(_metadata(context).get("authorization"))
+    if token is None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing api key: send Authorization: Bearer <key>")
+    if not keys.is_valid(token):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid api key")
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    return _metadata(context).get("x-request-id") or uuid.uuid4().hex
+
+
+class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
+    def __init__(self, settings: OrchestratorSettings, keys: KeyStore, pipeline: CompletionPipeline):
+        self._settings = settings
+        self._keys = keys
+        self._pipeline = pipeline
+
+    async def _admit(self, request: pb.CreateCompletionRequest, context) -> tuple[CompletionJob, str, float]:
+        await authenticate(self._keys, context)
+        try:
+            job = validate(request, self._settings)
+        except InvalidRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        remaining = context.time_remaining()
+        budget = self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
+        request_id = _request_id(context)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        log.info("completion", choices=len(job.prompts) * job.n, stream=job.stream, max_tokens=job.sampling.max_tokens)
+        return job, request_id, budget
+
+    async def _complete(self, job: CompletionJob, request_id: str, budget: float, context) -> pb.CreateCompletionResponse:
+        try:
+            completion = await self._pipeline.complete(job, request_id=request_id, timeout_s=budget)
+        except PipelineError as e:
+            log.info("completion failed", code=e.code.name)
+            await context.abort(e.code, e.message)
+        return responses.completion_response(
+            completion, id=responses.new_completion_id(), model=job.model, created=responses.now()
+        )
+
+    async def CreateCompletion(self, request, context):
+        job, request_id, budget = await self._admit(request, context)
+        return await self._complete(job, request_id, budget, context)
+
+    async def StreamCompletion(self, request, context):
+        job, request_id, budget = await self._admit(request, context)
+        ids = dict(id=responses.new_completion_id(), model=job.model, created=responses.now())
+        usage = Usage()
+        sent = False
+        try:
+            async for delta in self._pipeline.stream(job, request_id=request_id, timeout_s=budget, usage=usage):
+                yield responses.delta_chunk(delta, **ids)
+                sent = True
+        except PipelineError as e:
+            if not sent:
+                await context.abort(e.code, e.message)
+            yield pb.CompletionChunk(error=e.message, **ids)
+            return
+        if job.include_usage:
+            yield responses.usage_chunk(usage, **ids)
+
+    async def CreateCompletionHttp(self, request, context):
+        job, request_id, budget = await self._admit(request, context)
+        if not job.stream:
+            response = await self._complete(job, request_id, budget, context)
+            yield httpbody_pb2.HttpBody(content_type="application/json", data=responses.to_json(response))
+            return
+        ids = dict(id=responses.new_completion_id(), model=job.model, created=responses.now())
+        usage = Usage()
+        sent = False
+
+        def event(data: bytes) -> httpbody_pb2.HttpBody:
+            return httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
+
+        try:
+            async for delta in self._pipeline.stream(job, request_id=request_id, timeout_s=budget, usage=usage):
+                yield event(responses.sse_event(responses.delta_chunk(delta, **ids)))
+                sent = True
+        except PipelineError as e:
+            if not sent:
+                await context.abort(e.code, e.message)
+            yield event(responses.sse_error(e.message))
+            return
+        if job.include_usage:
+            yield event(responses.sse_event(responses.usage_chunk(usage, **ids)))
+        yield event(responses.SSE_DONE)
+
+    async def CheckCompletionAccess(self, request, context):
+        await authenticate(self._keys, context)
+        return pb.CheckCompletionAccessResponse(message="completions are available")
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, settings: OrchestratorSettings, keys: KeyStore):
+        self._settings = settings
+        self._keys = keys
+        self._started = int(time.time())
+
+    async def ListModels(self, request, context):
+        await authenticate(self._keys, context)
+        capability = request.capability
+        if capability and capability not in CAPABILITIES:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"unknown capability; use one of {', '.join(CAPABILITIES)}"
+            )
+        models = []
+        if capability in ("", "completion"):
+            models.append(
+                model_service_pb2.Model(
+                    id=self._settings.model_name,
+                    object="model",
+                    created=self._started,
+                    owned_by=self._settings.model_owner,
+                    description="SmolLM2-135M-Instruct (Apache-2.0), int8 ONNX, served by Triton",
+                    capabilities=["completion"],
+                    max_context_length=self._settings.max_context_tokens,
+                )
+            )
+        return model_service_pb2.ListModelsResponse(object="list", data=models)
+
+
+class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
+    """The standalone checks; their services join the mesh in later releases."""
+
+    def __init__(self, keys: KeyStore):
+        self._keys = keys
+
+    async def _unavailable(self, name: str, context):
+        await authenticate(self._keys, context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the {name} check is not available yet")
+
+    async def CheckPii(self, request, context):
+        await self._unavailable("pii", context)
+
+    async def CheckInjection(self, request, context):
+        await self._unavailable("injection", context)
+
+    async def CheckToxicity(self, request, context):
+        await self._unavailable("toxicity", context)
+
+    async def CheckFactuality(self, request, context):
+        await self._unavailable("factuality", context)
+
+
+class ReadinessServicer(readiness_service_pb2_grpc.ReadinessServiceServicer):
+    """`GET /readyz`: ready when every dependency answers its health check. Needs no key."""
+
+    def __init__(self, settings: OrchestratorSettings, generation: GenerationClient):
+        self._settings = settings
+        self._generation = generation
+
+    async def GetReadiness(self, request, context):
+        timeout = self._settings.readiness_timeout_s
+        checks = {"generation": self._generation.is_ready(timeout)}
+        results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
+        states = {name: "SERVING" if ok else "NOT_SERVING" for name, ok in results.items()}
+        not_ready = sorted(name for name, ok in results.items() if not ok)
+        if not_ready:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not ready: {', '.join(not_ready)}")
+        return readiness_service_pb2.GetReadinessResponse(status="ready", services=states)

@@ -1,0 +1,31 @@
+"""Orchestrator configuration, from ORCHESTRATOR_* environment variables (keys: GUARDMESH_API_KEYS)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OrchestratorSettings(BaseSettings):
+    """Built once in __main__ and passed down; nothing reads the environment later."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 9101
+    # Comma-separated API keys; only their SHA-256 hashes are kept in memory.
+    api_keys: str = Field(default="", validation_alias="GUARDMESH_API_KEYS")
+    # Triton (generation service) gRPC address and the model it serves.
+    generation_address: str = "127.0.0.1:8001"
+    model_name: str = "SmolLM2-135M-Instruct"
+    model_owner: str = "HuggingFaceTB"
+    max_context_tokens: int = 2048
+    # Defaults and bounds of the completion contract (documented in the README).
+    default_max_tokens: int = 100
+    max_prompts: int = 64
+    max_n: int = 16
+    max_choices: int = 64
+    # Budget for a whole request when the caller sets no gRPC deadline.
+    request_timeout_s: float = 120.0
+    # How long a readiness probe waits for each dependency.
+    readiness_timeout_s: float = 1.0
+    log_level: str = "INFO"

@@ -1,0 +1,105 @@
+"""Shared fixtures. `mesh` starts the real mesh (Envoy, orchestrator, Triton) once per run."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Mesh:
+    base_url: str
+    api_key: str
+    orchestrator_address: str
+    triton_address: str
+    run_dir: Path
+    env: dict[str, str]
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.api_key}"}
+
+    def supervisorctl(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.run_dir / "supervisord.conf"), *args],
+            capture_output=True, text=True, timeout=30, env=self.env,
+        )
+        return result.stdout.strip()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.run_dir.glob("*.log")))
+
+    def wait_ready(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"mesh not ready after {timeout_s}s; logs:\n{self.logs()[-5000:]}")
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory) -> Mesh:
+    model_dir = Path(os.environ.get("GUARDMESH_MODEL_DIR", Path.home() / ".cache/guardmesh/models/smollm2-135m-instruct-int8"))
+    if not (model_dir / "provenance.json").exists():
+        pytest.fail(f"no model in {model_dir}: run `make models` (make test does)")
+    run_dir = tmp_path_factory.mktemp("mesh")
+    ports = {
+        "GUARDMESH_LISTEN_PORT": free_port(),
+        "GUARDMESH_ADMIN_PORT": free_port(),
+        "ORCHESTRATOR_PORT": free_port(),
+        "ORCHESTRATOR_METRICS_PORT": free_port(),
+        "GENERATION_GRPC_PORT": free_port(),
+        "GENERATION_HTTP_PORT": free_port(),
+        "GENERATION_METRICS_PORT": free_port(),
+    }
+    key = "gm-test-" + os.urandom(8).hex()
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in ports.items()},
+        "GUARDMESH_API_KEYS": f"{key},gm-test-second-key",
+        "GUARDMESH_RUN_DIR": str(run_dir),
+        "GUARDMESH_LOG_TO_FILES": "1",
+        "GUARDMESH_MODEL_DIR": str(model_dir),
+        "PYTHONPATH": str(REPO / "services"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "deploy/local/run.py")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    mesh = Mesh(
+        base_url=f"http://127.0.0.1:{ports['GUARDMESH_LISTEN_PORT']}",
+        api_key=key,
+        orchestrator_address=f"127.0.0.1:{ports['ORCHESTRATOR_PORT']}",
+        triton_address=f"127.0.0.1:{ports['GENERATION_GRPC_PORT']}",
+        run_dir=run_dir,
+        env=env,
+    )
+    try:
+        mesh.wait_ready()
+        yield mesh
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

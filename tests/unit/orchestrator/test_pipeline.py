@@ -1,0 +1,99 @@
+"""The pipeline composes choices from a fake generation client (the real one is in integration tests)."""
+
+import asyncio
+import json
+
+import grpc
+import pytest
+
+from guardmesh.v1 import completion_service_pb2 as pb
+from orchestrator import responses
+from orchestrator.generation_client import Delta, GenerationError
+from orchestrator.pipeline import CompletionPipeline, PipelineError, Usage, choice_seed
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.validation import validate
+
+SETTINGS = OrchestratorSettings(GUARDMESH_API_KEYS="k")
+
+
+class FakeGeneration:
+    """Streams each prompt back in upper case, one word per delta."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls: list[tuple[str, dict, str]] = []
+        self.fail_after = fail_after
+
+    async def stream(self, prompt, parameters, *, request_id, timeout_s):
+        self.calls.append((prompt, parameters, request_id))
+        words = prompt.upper().split()
+        for i, word in enumerate(words):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service unavailable")
+            await asyncio.sleep(0)
+            last = i == len(words) - 1
+            yield Delta(" " + word, len(words), i + 1, "length" if last else "")
+
+
+def job(**fields):
+    body = {"model": SETTINGS.model_name, "prompt": "a b c"} | fields
+    from google.protobuf import json_format
+
+    return validate(json_format.ParseDict(body, pb.CreateCompletionRequest()), SETTINGS)
+
+
+async def test_one_choice_per_prompt_times_n_in_order_with_usage():
+    fake = FakeGeneration()
+    completion = await CompletionPipeline(fake).complete(job(prompt=["x y", "p q r"], n=2), request_id="r", timeout_s=5)
+    assert [(c.index, c.text, c.finish_reason) for c in completion.choices] == [
+        (0, " X Y", "length"), (1, " X Y", "length"), (2, " P Q R", "length"), (3, " P Q R", "length"),
+    ]
+    # Prompt tokens count once per prompt; completion tokens once per choice.
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2 + 3, 2 * 2 + 3 * 2)
+    assert sorted(call[2] for call in fake.calls) == ["r-0", "r-1", "r-2", "r-3"]
+
+
+async def test_echo_prepends_the_prompt_once():
+    completion = await CompletionPipeline(FakeGeneration()).complete(job(echo=True), request_id="r", timeout_s=5)
+    assert completion.choices[0].text == "a b c A B C"
+
+
+async def test_seeds_are_per_choice_and_reproducible():
+    fake = FakeGeneration()
+    await CompletionPipeline(fake).complete(job(n=3, seed=5), request_id="r", timeout_s=5)
+    seeds = sorted(call[1]["seed"] for call in fake.calls)
+    assert len(set(seeds)) == 3 and choice_seed(5, 0) == 5
+    assert seeds == sorted(choice_seed(5, i) for i in range(3))
+
+
+async def test_unseeded_choices_let_generation_pick():
+    fake = FakeGeneration()
+    await CompletionPipeline(fake).complete(job(), request_id="r", timeout_s=5)
+    assert fake.calls[0][1]["seed"] is None
+
+
+async def test_generation_errors_become_pipeline_errors():
+    with pytest.raises(PipelineError) as err:
+        await CompletionPipeline(FakeGeneration(fail_after=1)).complete(job(), request_id="r", timeout_s=5)
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_requested_checks_are_refused_until_their_services_exist():
+    with pytest.raises(PipelineError, match="pii check unavailable"):
+        await CompletionPipeline(FakeGeneration()).complete(job(input={"pii": "block"}), request_id="r", timeout_s=5)
+
+
+async def test_stream_chunks_render_as_openai_events():
+    usage = Usage()
+    events = [
+        responses.sse_event(responses.delta_chunk(d, id="cmpl-1", model="m", created=1))
+        async for d in CompletionPipeline(FakeGeneration()).stream(job(), request_id="r", timeout_s=5, usage=usage)
+    ]
+    first = json.loads(events[0].removeprefix(b"data: "))
+    assert first == {
+        "id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "usage": None,
+        "choices": [{"index": 0, "text": " A", "finish_reason": None, "logprobs": None}],
+    }
+    assert json.loads(events[-1].removeprefix(b"data: "))["choices"][0]["finish_reason"] == "length"
+    assert all(e.startswith(b"data: ") and e.endswith(b"\n\n") for e in events)
+    final = json.loads(responses.sse_event(responses.usage_chunk(usage, id="c", model="m", created=1))[6:])
+    assert final["choices"] == [] and final["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
