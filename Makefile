@@ -25,7 +25,7 @@ test-unit: venv proto
 	$(PY) -m pytest -q tests/unit tests/contract
 
 bench: venv proto models
-	$(PY) -m pytest -q -s tests/bench -p no:cacheprovider --timeout=3600
+	GUARDMESH_BENCH=1 $(PY) -m pytest -q -s tests/bench -p no:cacheprovider --timeout=3600
 
 venv: $(VENV)/.installed
 
