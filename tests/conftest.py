@@ -30,6 +30,13 @@ class Mesh:
     triton_address: str
     run_dir: Path
     env: dict[str, str]
+    model_dir: Path
+
+    def active_sequences(self) -> float:
+        """The generation scheduler's `generation_active_sequences` gauge."""
+        port = int(self.env["GENERATION_METRICS_PORT"]) + 1
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("generation_active_sequences "))
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.api_key}"}
@@ -92,6 +99,7 @@ def mesh(tmp_path_factory) -> Mesh:
         triton_address=f"127.0.0.1:{ports['GENERATION_GRPC_PORT']}",
         run_dir=run_dir,
         env=env,
+        model_dir=model_dir,
     )
     try:
         mesh.wait_ready()

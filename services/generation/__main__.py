@@ -37,7 +37,15 @@ def main() -> None:
     from generation.onnx_model import OnnxCausalLM
     from generation.scheduler import Scheduler
     from generation.tokenizer import Tokenizer
-    from generation.triton_model import INPUTS, OUTPUTS, CompletionModel
+    from generation.triton_model import (
+        CANCEL_INPUTS,
+        CANCEL_MODEL,
+        CANCEL_OUTPUTS,
+        INPUTS,
+        OUTPUTS,
+        CancelModel,
+        CompletionModel,
+    )
 
     if not (settings.model_dir / "provenance.json").exists():
         sys.exit(f"model not found in {settings.model_dir}: run `make models`")
@@ -68,12 +76,21 @@ def main() -> None:
     )
     signal.signal(signal.SIGTERM, _interrupt)
     with Triton(config=config) as triton:
+        completions = CompletionModel(scheduler, tokenizer, model.max_len, model.vocab_size)
         triton.bind(
             model_name=settings.model_name,
-            infer_func=CompletionModel(scheduler, tokenizer, model.max_len, model.vocab_size),
+            infer_func=completions,
             inputs=INPUTS,
             outputs=OUTPUTS,
             config=ModelConfig(batching=False, decoupled=True),
+            strict=True,
+        )
+        triton.bind(
+            model_name=CANCEL_MODEL,
+            infer_func=CancelModel(completions),
+            inputs=CANCEL_INPUTS,
+            outputs=CANCEL_OUTPUTS,
+            config=ModelConfig(batching=False),
             strict=True,
         )
         log.info("serving", model=settings.model_name, grpc_port=settings.grpc_port)

@@ -166,8 +166,7 @@ def gguf_to_hf(gguf: Path, hf_dir: Path) -> dict[str, Any]:
         "chat_template": getattr(tok, "chat_template", None),
         "num_hidden_layers": cfg.get("num_hidden_layers"),
         "num_key_value_heads": cfg.get("num_key_value_heads"),
-        "head_dim": cfg.get("head_dim")
-        or cfg["hidden_size"] // cfg["num_attention_heads"],
+        "head_dim": cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"],
     }
 
 
@@ -194,9 +193,7 @@ def run_builder(hf_dir: Path, onnx_dir: Path, cache_dir: Path, verbose: bool) ->
         subprocess.run(cmd, check=True, env=env)
         return cmd
     # The builder logs one line per quantised MatMul; show its output only if it fails.
-    proc = subprocess.run(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         sys.stderr.write("\n".join(proc.stdout.splitlines()[-60:]) + "\n")
         raise SystemExit(f"onnxruntime-genai builder failed (exit {proc.returncode})")
@@ -308,8 +305,11 @@ def convert(out: Path, gguf: Path, verbose: bool = False) -> None:
             "tools": tool_versions(),
             # Temp paths replaced by placeholders so the record is reproducible.
             "builder_command": [
-                {str(hf_dir): "<hf_dir>", str(stage): "<out>", str(work / "builder-cache"): "<cache>"}
-                .get(a, a)
+                {
+                    str(hf_dir): "<hf_dir>",
+                    str(stage): "<out>",
+                    str(work / "builder-cache"): "<cache>",
+                }.get(a, a)
                 for a in ["python", *cmd[1:]]
             ],
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]],

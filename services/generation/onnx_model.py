@@ -3,7 +3,9 @@
 The model is the onnxruntime-genai export built by `convert.py` (`make models`): a decoder
 with `GroupQueryAttention` whose inputs are `input_ids` [B, S], `attention_mask`
 [B, total_len] and `past_key_values.{i}.{key,value}` [B, kv_heads, past_len, head_dim], and
-whose outputs are `logits` [B, S, vocab] and `present.{i}.{key,value}`.
+whose outputs are `logits` and `present.{i}.{key,value}`. `convert.py` slices the hidden
+state before the LM head, so `logits` is [B, 1, vocab] (last position only); an unedited
+export ([B, S, vocab]) works too, since only the last position is read.
 
 KV cache: one buffer per layer and per key/value of shape
 [max_batch, kv_heads, max_len, head_dim] is allocated once. Through `IOBinding` the same
@@ -81,8 +83,9 @@ class OnnxCausalLM:
             intra_op_threads: ORT intra-op threads (0 = ORT default: all cores).
             max_batch: number of sequence slots.
             max_len: context length per slot (prompt + generated tokens).
-            prefill_chunk: prompts longer than this are run in chunks of this many tokens,
-                which bounds the [chunk, vocab] logits the graph computes per run.
+            prefill_chunk: prompts longer than this run in equal chunks of at most this
+                many tokens (bounds per-run activation memory; results are deterministic
+                but not bit-identical across different chunkings).
             device_id: GPU ordinal for CUDA.
         """
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -131,9 +134,7 @@ class OnnxCausalLM:
         self.head_dim = self._dim(shape0[3], cfg.get("head_size"), "head dim")
         logits_out = next(o for o in self._session.get_outputs() if o.name == "logits")
         info = self._read_json("model_info.json")
-        self.vocab_size: int = self._dim(
-            logits_out.shape[2], info.get("vocab_size"), "vocab size"
-        )
+        self.vocab_size: int = self._dim(logits_out.shape[2], info.get("vocab_size"), "vocab size")
         ctx = info.get("max_position_embeddings") or self._read_json("genai_config.json").get(
             "model", {}
         ).get("context_length")
@@ -154,9 +155,7 @@ class OnnxCausalLM:
                 buf = ort.OrtValue.ortvalue_from_shape_and_type(
                     shape, self._kv_dtype, device, self._device_id
                 )
-                self._kv.append(
-                    (f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}", buf)
-                )
+                self._kv.append((f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}", buf))
         self._row_bytes = (
             self.kv_heads * max_len * self.head_dim * np.dtype(self._kv_dtype).itemsize
         )
@@ -242,7 +241,9 @@ class OnnxCausalLM:
 
     # ------------------------------------------------------------------ internals
 
-    def _run(self, input_ids: np.ndarray, mask: np.ndarray, first_row: int, rows: int) -> np.ndarray:
+    def _run(
+        self, input_ids: np.ndarray, mask: np.ndarray, first_row: int, rows: int
+    ) -> np.ndarray:
         """Run the graph on cache rows [first_row, first_row + rows); return logits
         [rows, seq, vocab] as a host numpy array."""
         io = self._binding(first_row, rows)
@@ -270,9 +271,7 @@ class OnnxCausalLM:
             ptr = buf.data_ptr() + offset
             # Same memory as past input and present output => GQA shared-buffer mode.
             io.bind_input(past_name, self._device, self._device_id, self._kv_dtype, shape, ptr)
-            io.bind_output(
-                present_name, self._device, self._device_id, self._kv_dtype, shape, ptr
-            )
+            io.bind_output(present_name, self._device, self._device_id, self._kv_dtype, shape, ptr)
         self._bindings[key] = io
         return io
 

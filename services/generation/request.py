@@ -23,6 +23,8 @@ class GenerationRequest:
     max_tokens: int
     sampling: SamplingParams
     stop: list[str]
+    # The caller's id for this request; the cancel model stops it by this id.
+    request_id: str = ""
 
 
 def _number(params: dict, name: str, default: float, low: float, high: float) -> float:
@@ -90,4 +92,5 @@ def parse_request(prompt: bytes, parameters: bytes, vocab_size: int) -> Generati
         max_tokens=_integer(params, "max_tokens", 100, 1, 1 << 20),
         sampling=sampling,
         stop=stop,
+        request_id=str(params.get("request_id") or "")[:128],
     )

@@ -14,7 +14,7 @@ import structlog
 from pytriton.model_config import Tensor
 
 from generation.request import InvalidRequest, parse_request
-from generation.scheduler import Overloaded, Scheduler
+from generation.scheduler import Overloaded, Scheduler, Sequence
 from generation.stops import StopMatcher
 from generation.tokenizer import Tokenizer
 
@@ -51,6 +51,16 @@ class CompletionModel:
         self._tokenizer = tokenizer
         self._max_len = max_len
         self._vocab_size = vocab_size
+        # Running sequences by the caller's request id. Stock PyTriton never tells an infer
+        # function that its client went away, so clients cancel through CancelModel.
+        self.running: dict[str, Sequence] = {}
+
+    def cancel(self, request_id: str) -> bool:
+        seq = self.running.get(request_id)
+        if seq is None:
+            return False
+        self._scheduler.cancel(seq)
+        return True
 
     async def __call__(self, requests):
         # ModelConfig(batching=False, decoupled=True): exactly one request per call.
@@ -90,6 +100,8 @@ class CompletionModel:
             yield _response("", n_prompt, 0, "error", f"UNAVAILABLE: {e}")
             return
 
+        if req.request_id:
+            self.running[req.request_id] = seq
         detok = self._tokenizer.detokenizer(prompt_ids)
         stops = StopMatcher(req.stop)
         generated = 0
@@ -120,6 +132,27 @@ class CompletionModel:
             # The client went away (generator closed) or we stopped at a stop string:
             # free the slot before the next decode step (a no-op once finished).
             self._scheduler.cancel(seq)
+            if self.running.get(req.request_id) is seq:
+                del self.running[req.request_id]
+
+
+CANCEL_MODEL = "generation_cancel"
+CANCEL_INPUTS = [Tensor(name="request_id", dtype=bytes, shape=(1,))]
+CANCEL_OUTPUTS = [Tensor(name="cancelled", dtype=np.bool_, shape=(1,))]
+
+
+class CancelModel:
+    """Stops a running completion by the request id its client sent (unknown ids are a no-op)."""
+
+    def __init__(self, completions: CompletionModel):
+        self._completions = completions
+
+    async def __call__(self, requests):
+        responses = []
+        for request in requests:
+            request_id = request["request_id"][0].decode("utf-8", "replace")
+            responses.append({"cancelled": np.array([self._completions.cancel(request_id)])})
+        return responses
 
 
 def parameters_json(**params) -> bytes:

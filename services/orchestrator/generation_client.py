@@ -1,5 +1,6 @@
 """Streams completions from the generation service over Triton's own gRPC protocol."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,11 +44,15 @@ def _bytes_input(name: str, value: bytes) -> InferInput:
     return tensor
 
 
+CANCEL_MODEL = "generation_cancel"
+
+
 class GenerationClient:
     """One shared channel to Triton; one bidirectional stream per choice."""
 
     def __init__(self, address: str, model_name: str):
         self._model = model_name
+        self._cancels: set[asyncio.Task] = set()
         self._client = triton.InferenceServerClient(
             address,
             keepalive_options=triton.KeepAliveOptions(keepalive_time_ms=10_000, keepalive_timeout_ms=5_000),
@@ -57,15 +62,25 @@ class GenerationClient:
         await self._client.close()
 
     async def is_ready(self, timeout_s: float) -> bool:
+        """Ready when both the model and its cancel model are loaded (cancellation needs both)."""
         try:
-            return bool(await self._client.is_model_ready(self._model, client_timeout=timeout_s))
+            for model in (self._model, CANCEL_MODEL):
+                if not await self._client.is_model_ready(model, client_timeout=timeout_s):
+                    return False
+            return True
         except InferenceServerException:
             return False
 
     async def stream(
         self, prompt: str, parameters: dict, *, request_id: str, timeout_s: float
     ) -> AsyncIterator[Delta]:
-        """Yields deltas until the one with a finish_reason; raises GenerationError on failure."""
+        """Yields deltas until the one with a finish_reason; raises GenerationError on failure.
+
+        If the caller stops early (client gone, deadline, another choice failed), the
+        generation is cancelled by request id so its batch slot frees at once.
+        """
+        parameters = {**parameters, "request_id": request_id}
+        finished = False
 
         async def requests():
             yield {
@@ -93,6 +108,7 @@ class GenerationClient:
                     finish_reason=finish,
                 )
                 if finish:
+                    finished = True
                     return
         except grpc.RpcError as e:  # the stream itself failed (connection, deadline)
             raise _translate_rpc(e) from None
@@ -100,7 +116,20 @@ class GenerationClient:
             raise _translate(e) from None
         finally:
             responses.cancel()  # ends the Triton stream; a no-op when it already finished
+            if not finished:
+                task = asyncio.create_task(self._cancel(request_id))
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
         raise GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service ended the stream early")
+
+
+    async def _cancel(self, request_id: str) -> None:
+        try:
+            await self._client.infer(
+                CANCEL_MODEL, [_bytes_input("request_id", request_id.encode())], client_timeout=2.0
+            )
+        except (InferenceServerException, grpc.RpcError):
+            pass  # the generation service is gone: nothing is left running there
 
 
 def _translate_rpc(error: grpc.RpcError) -> GenerationError:

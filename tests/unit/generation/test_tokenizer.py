@@ -13,7 +13,7 @@ from generation.tokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer, Token
 
 # Fake vocabulary: ids 0..255 are single bytes (like byte-level BPE fallbacks), 256+ are
 # multi-byte tokens, and SPECIAL decodes to nothing (a skipped special token).
-MULTI = {256: "hello".encode(), 257: " wor".encode(), 258: "ld".encode(), 259: "é".encode()}
+MULTI = {256: b"hello", 257: b" wor", 258: b"ld", 259: "é".encode()}
 SPECIAL = 999
 
 
@@ -121,7 +121,9 @@ def test_real_roundtrip_and_metadata(real_tokenizer: Tokenizer) -> None:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("text", ["Hello, world!", "naïve café 日本語 🙂🎉 ok", "  spaced\n\tout  "])
+@pytest.mark.parametrize(
+    "text", ["Hello, world!", "naïve café 日本語 🙂🎉 ok", "  spaced\n\tout  "]
+)
 def test_real_incremental_matches_full_decode(real_tokenizer: Tokenizer, text: str) -> None:
     ids = real_tokenizer.encode(text)
     detok = real_tokenizer.detokenizer()
