@@ -10,7 +10,7 @@ optional collection window (`max_wait_s`) lets near-simultaneous requests meet.
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import Generic, TypeVar
@@ -84,9 +84,20 @@ class MicroBatcher(Generic[T, R]):
                 raise RuntimeError(f"{self._name}: {len(results)} results for {len(items)} items")
         except Exception as e:  # every waiting request learns of the failure
             for job in jobs:
-                job.future.set_exception(e)
+                _settle(job.future, exception=e)
             return
         start = 0
         for job in jobs:
-            job.future.set_result(list(results[start : start + len(job.items)]))
+            _settle(job.future, result=list(results[start : start + len(job.items)]))
             start += len(job.items)
+
+
+def _settle(future: Future, *, result=None, exception: BaseException | None = None) -> None:
+    """Completes a caller's future unless the caller gave up (cancelled, deadline) meanwhile."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -3,9 +3,13 @@
 settings → logging → load model (ONNX Runtime) → start the scheduler → serve through Triton.
 """
 
+import _thread
 import os
 import signal
+import socket
 import sys
+import threading
+import time
 
 import structlog
 from prometheus_client import Gauge, start_http_server
@@ -20,8 +24,30 @@ log = structlog.get_logger()
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # PyTriton's serve() exits cleanly on KeyboardInterrupt
+def _wait_for_free_ports(host: str, ports: list[int], timeout_s: float) -> None:
+    """After a crash the previous Triton may still hold our ports for a few seconds."""
+    deadline = time.monotonic() + timeout_s
+    for port in ports:
+        while True:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        sys.exit(f"port {port} is still in use; exiting so the supervisor retries")
+                    time.sleep(0.2)
+
+
+def _drain_then_stop(scheduler, seconds: float) -> None:
+    """SIGTERM: refuse new work, let running streams finish (bounded), then stop Triton."""
+    scheduler.draining = True
+    log.info("draining", active=scheduler.active, seconds=seconds)
+    deadline = time.monotonic() + seconds
+    while (scheduler.active or scheduler.waiting) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _thread.interrupt_main()  # PyTriton's serve() exits cleanly on KeyboardInterrupt
 
 
 def main() -> None:
@@ -66,6 +92,7 @@ def main() -> None:
     waiting.set_function(lambda: scheduler.waiting)
     start_http_server(settings.metrics_port + 1, addr=settings.host)
 
+    _wait_for_free_ports(settings.host, [settings.grpc_port, settings.http_port, settings.metrics_port], 30.0)
     config = TritonConfig(
         grpc_address=settings.host,
         grpc_port=settings.grpc_port,
@@ -73,10 +100,18 @@ def main() -> None:
         http_port=settings.http_port,
         metrics_port=settings.metrics_port,
         log_verbose=0,
+        # Short: draining happens before Triton is stopped (below), and when this process
+        # dies Triton gets SIGTERM (PDEATHSIG) and must free its ports and fail its
+        # streams quickly instead of waiting for a backend that is gone.
+        exit_timeout_secs=3,
     )
-    signal.signal(signal.SIGTERM, _interrupt)
+
+    def on_sigterm(signum, frame):
+        threading.Thread(target=_drain_then_stop, args=(scheduler, settings.drain_seconds), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     with Triton(config=config) as triton:
-        completions = CompletionModel(scheduler, tokenizer, model.max_len, model.vocab_size)
+        completions = CompletionModel(scheduler, tokenizer, model.max_len, model.vocab_size, settings.heartbeat_s)
         triton.bind(
             model_name=settings.model_name,
             infer_func=completions,

@@ -92,6 +92,7 @@ class Scheduler:
         self._has_bias = np.zeros(b, dtype=bool)
         self._running = False
         self._thread: threading.Thread | None = None
+        self.draining = False  # set on shutdown: new sequences are refused
         self.steps = 0  # decode steps run, for metrics
 
     @property
@@ -117,6 +118,8 @@ class Scheduler:
         self, prompt_ids: list[int], max_tokens: int, params: SamplingParams, sink: TokenSink
     ) -> Sequence:
         """Queues a sequence; its tokens arrive through `sink`. Thread-safe."""
+        if self.draining:
+            raise Overloaded("generation service is shutting down")
         seq = Sequence(prompt_ids, max_tokens, params, sink, id=next(self._ids))
         try:
             self._waiting.put_nowait(seq)

@@ -46,7 +46,10 @@ def _response(text: str, prompt_tokens: int, completion_tokens: int, finish: str
 class CompletionModel:
     """Streams one completion per request from the shared scheduler."""
 
-    def __init__(self, scheduler: Scheduler, tokenizer: Tokenizer, max_len: int, vocab_size: int):
+    def __init__(
+        self, scheduler: Scheduler, tokenizer: Tokenizer, max_len: int, vocab_size: int, heartbeat_s: float = 2.0
+    ):
+        self._heartbeat_s = heartbeat_s
         self._scheduler = scheduler
         self._tokenizer = tokenizer
         self._max_len = max_len
@@ -57,6 +60,7 @@ class CompletionModel:
 
     def cancel(self, request_id: str) -> bool:
         seq = self.running.get(request_id)
+        log.info("cancel", request_id=request_id, running=seq is not None)
         if seq is None:
             return False
         self._scheduler.cancel(seq)
@@ -108,7 +112,13 @@ class CompletionModel:
         finish = ""
         try:
             while not finish:
-                batch = [await events.get()]
+                try:
+                    batch = [await asyncio.wait_for(events.get(), self._heartbeat_s)]
+                except TimeoutError:
+                    # Still waiting (queued, or a long prefill): an empty response tells the
+                    # client this stream is alive, so it can time out streams that are not.
+                    yield _response("", n_prompt, generated)
+                    continue
                 while not events.empty():
                     batch.append(events.get_nowait())
                 text = ""

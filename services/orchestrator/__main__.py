@@ -29,7 +29,9 @@ async def run(settings: OrchestratorSettings) -> None:
     keys = KeyStore.from_csv(settings.api_keys)
     if not len(keys):
         raise SystemExit("no API keys configured: set GUARDMESH_API_KEYS")
-    generation = GenerationClient(settings.generation_address, settings.model_name)
+    generation = GenerationClient(
+        settings.generation_address, settings.model_name, idle_timeout_s=settings.generation_idle_timeout_s
+    )
     pipeline = CompletionPipeline(generation)
     servicers = [
         (completion_service_pb2_grpc.add_CompletionServiceServicer_to_server, CompletionServicer(settings, keys, pipeline)),

@@ -50,8 +50,9 @@ CANCEL_MODEL = "generation_cancel"
 class GenerationClient:
     """One shared channel to Triton; one bidirectional stream per choice."""
 
-    def __init__(self, address: str, model_name: str):
+    def __init__(self, address: str, model_name: str, idle_timeout_s: float = 10.0):
         self._model = model_name
+        self._idle_timeout_s = idle_timeout_s
         self._cancels: set[asyncio.Task] = set()
         self._client = triton.InferenceServerClient(
             address,
@@ -94,7 +95,17 @@ class GenerationClient:
 
         responses = self._client.stream_infer(requests(), stream_timeout=timeout_s)
         try:
-            async for result, error in responses:
+            while True:
+                try:
+                    # Generation sends a heartbeat at least every few seconds; silence
+                    # means it died mid-stream (its Triton may linger while shutting down).
+                    result, error = await asyncio.wait_for(anext(responses), self._idle_timeout_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise GenerationError(
+                        grpc.StatusCode.UNAVAILABLE, "generation service unavailable (stopped responding)"
+                    ) from None
                 if error is not None:
                     raise _translate(error)
                 finish = result.as_numpy("finish_reason")[0].decode()

@@ -82,7 +82,8 @@ class CompletionPipeline:
                 async for delta in self._generation.stream(
                     job.prompts[prompt_index], params, request_id=f"{request_id}-{index}", timeout_s=timeout_s
                 ):
-                    await queue.put((index, delta))
+                    if delta.text or delta.finish_reason:  # skip heartbeats
+                        await queue.put((index, delta))
             except Exception as e:  # handed to the consumer, which decides the status
                 await queue.put((index, e))
             else:

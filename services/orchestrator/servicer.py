@@ -112,6 +112,9 @@ class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
             async for delta in self._pipeline.stream(job, request_id=request_id, timeout_s=budget, usage=usage):
                 yield event(responses.sse_event(responses.delta_chunk(delta, **ids)))
                 sent = True
+        except asyncio.CancelledError:
+            log.info("client went away")
+            raise
         except PipelineError as e:
             if not sent:
                 await context.abort(e.code, e.message)

@@ -24,6 +24,8 @@ class OrchestratorSettings(BaseSettings):
     max_prompts: int = 64
     max_n: int = 16
     max_choices: int = 64
+    # A generation stream silent for this long is declared dead (generation heartbeats every 2 s).
+    generation_idle_timeout_s: float = 10.0
     # Budget for a whole request when the caller sets no gRPC deadline.
     request_timeout_s: float = 120.0
     # How long a readiness probe waits for each dependency.

@@ -25,3 +25,28 @@ def test_killed_orchestrator_comes_back(mesh):
     r = httpx.post(f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=60,
                    json={"model": "SmolLM2-135M-Instruct", "prompt": "Hello", "max_tokens": 3})
     assert r.status_code == 200
+
+
+def test_generation_dying_mid_stream_ends_the_stream_with_an_error_event_and_comes_back(mesh):
+    import json
+
+    info = json.loads((mesh.model_dir / "model_info.json").read_text())
+    body = {"model": "SmolLM2-135M-Instruct", "prompt": "Count: one, two,", "max_tokens": 1000, "temperature": 0,
+            "stream": True, "logit_bias": {str(t): -100 for t in info["eos_token_ids"]}}
+    pid = int(mesh.supervisorctl("pid", "generation"))
+    events = []
+    with httpx.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers(), timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(line[6:])
+            if len(events) == 3:
+                os.kill(pid, signal.SIGKILL)
+    assert events[-1] != "[DONE]"
+    assert "unavailable" in json.loads(events[-1])["error"]
+    assert all("choices" in json.loads(e) for e in events[:-1])
+    mesh.wait_ready(timeout_s=120)
+    r = httpx.post(f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=60,
+                   json={"model": "SmolLM2-135M-Instruct", "prompt": "Hello", "max_tokens": 3})
+    assert r.status_code == 200

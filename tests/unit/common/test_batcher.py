@@ -38,3 +38,18 @@ async def test_a_failing_batch_fails_its_callers_and_the_batcher_survives():
         await batcher.submit(["bad"])
     assert await batcher.submit(["good"]) == ["good"]
     batcher.close()
+
+
+async def test_a_caller_that_gives_up_does_not_break_the_batcher():
+    gate = threading.Event()
+
+    def slow(items):
+        gate.wait(5)
+        return items
+
+    batcher = MicroBatcher("test", slow)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(batcher.submit(["late"]), timeout=0.05)
+    gate.set()
+    assert await batcher.submit(["next"]) == ["next"]
+    batcher.close()
