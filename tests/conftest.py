@@ -77,6 +77,10 @@ def mesh(tmp_path_factory) -> Mesh:
         "GENERATION_GRPC_PORT": free_port(),
         "GENERATION_HTTP_PORT": free_port(),
         "GENERATION_METRICS_PORT": free_port(),
+        "TOXICITY_PORT": free_port(),
+        "TOXICITY_METRICS_PORT": free_port(),
+        "FACTUALITY_PORT": free_port(),
+        "FACTUALITY_METRICS_PORT": free_port(),
     }
     key = "gm-test-" + os.urandom(8).hex()
     env = {

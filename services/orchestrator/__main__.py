@@ -17,7 +17,9 @@ from guardmesh.v1 import (
     readiness_service_pb2_grpc,
 )
 from orchestrator.auth import KeyStore
+from orchestrator.check_clients import FactualityClient, ToxicityClient
 from orchestrator.generation_client import GenerationClient
+from orchestrator.output_checks import OutputChecker
 from orchestrator.pipeline import CompletionPipeline
 from orchestrator.servicer import CheckServicer, CompletionServicer, ModelServicer, ReadinessServicer
 from orchestrator.settings import OrchestratorSettings
@@ -32,12 +34,29 @@ async def run(settings: OrchestratorSettings) -> None:
     generation = GenerationClient(
         settings.generation_address, settings.model_name, idle_timeout_s=settings.generation_idle_timeout_s
     )
-    pipeline = CompletionPipeline(generation)
+    toxicity = ToxicityClient(settings.toxicity_address)
+    factuality = FactualityClient(settings.factuality_address)
+    checker = OutputChecker(
+        toxicity,
+        factuality,
+        toxicity_threshold=settings.toxicity_threshold,
+        factuality_threshold=settings.factuality_threshold,
+    )
+    pipeline = CompletionPipeline(generation, checker)
+    dependencies = {"generation": generation, "toxicity": toxicity, "factuality": factuality}
+
+    async def close() -> None:
+        for client in dependencies.values():
+            await client.close()
+
     servicers = [
         (completion_service_pb2_grpc.add_CompletionServiceServicer_to_server, CompletionServicer(settings, keys, pipeline)),
         (model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelServicer(settings, keys)),
-        (check_service_pb2_grpc.add_CheckServiceServicer_to_server, CheckServicer(keys)),
-        (readiness_service_pb2_grpc.add_ReadinessServiceServicer_to_server, ReadinessServicer(settings, generation)),
+        (
+            check_service_pb2_grpc.add_CheckServiceServicer_to_server,
+            CheckServicer(settings, keys, toxicity, factuality),
+        ),
+        (readiness_service_pb2_grpc.add_ReadinessServiceServicer_to_server, ReadinessServicer(settings, dependencies)),
     ]
     names = [
         module.DESCRIPTOR.services_by_name[name].full_name
@@ -54,7 +73,7 @@ async def run(settings: OrchestratorSettings) -> None:
         metrics_port=settings.metrics_port,
         register=[lambda server, add=add, s=s: add(s, server) for add, s in servicers],
         service_names=names,
-        on_stop=generation.close,
+        on_stop=close,
     )
 
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from orchestrator.check_clients import CheckError
 from orchestrator.generation_client import Delta, GenerationClient, GenerationError
+from orchestrator.output_checks import OutputChecker, OutputCheckFailed, split_releasable
 from orchestrator.validation import CompletionJob
 
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -65,13 +67,48 @@ def choice_seed(seed: int | None, index: int) -> int | None:
 
 
 class CompletionPipeline:
-    def __init__(self, generation: GenerationClient):
+    def __init__(self, generation: GenerationClient, output_checker: OutputChecker):
         self._generation = generation
+        self._output = output_checker
 
     async def stream(
         self, job: CompletionJob, *, request_id: str, timeout_s: float, usage: Usage
     ) -> AsyncIterator[ChoiceDelta]:
-        """Yields deltas of all choices as they arrive, filling `usage` as it goes."""
+        """Yields deltas of all choices as they arrive, filling `usage` as it goes.
+
+        With output checks, text is held per choice until a sentence ends, checked, and
+        only then released; a failed check ends the stream with an error.
+        """
+        deltas = self._generate(job, request_id=request_id, timeout_s=timeout_s, usage=usage)
+        if not (job.output_checks.toxicity or job.output_checks.factuality):
+            async for delta in deltas:
+                yield delta
+            return
+        held: dict[int, str] = {}
+        try:
+            async for delta in deltas:
+                prompt = job.prompts[delta.index // job.n]
+                text = held.get(delta.index, "") + delta.text
+                release, held[delta.index] = (text, "") if delta.finish_reason else split_releasable(text)
+                if release or delta.finish_reason:
+                    checked = release.removeprefix(prompt) if job.echo else release
+                    await self._verify(job, [(prompt, checked)], request_id=request_id, timeout_s=timeout_s)
+                    yield ChoiceDelta(delta.index, release, delta.finish_reason)
+        finally:
+            await deltas.aclose()
+
+    async def _verify(self, job: CompletionJob, pairs: list[tuple[str, str]], *, request_id: str, timeout_s: float):
+        try:
+            await self._output.verify(job.output_checks, pairs, timeout_s=timeout_s, request_id=request_id)
+        except OutputCheckFailed as e:
+            raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        except CheckError as e:
+            raise PipelineError(e.code, e.message) from None
+
+    async def _generate(
+        self, job: CompletionJob, *, request_id: str, timeout_s: float, usage: Usage
+    ) -> AsyncIterator[ChoiceDelta]:
+        """Runs every choice concurrently and yields their deltas as they arrive."""
         self._check_inputs_supported(job)
         queue: asyncio.Queue[tuple[int, Delta | Exception | None]] = asyncio.Queue()
         choices = [(p, j) for p in range(len(job.prompts)) for j in range(job.n)]
@@ -118,13 +155,20 @@ class CompletionPipeline:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def complete(self, job: CompletionJob, *, request_id: str, timeout_s: float) -> Completion:
-        """Runs the whole request and returns every choice at once."""
+        """Runs the whole request, checks every choice in one batched call per check, returns all."""
         completion = Completion(choices=[Choice(i) for i in range(len(job.prompts) * job.n)])
-        async for delta in self.stream(job, request_id=request_id, timeout_s=timeout_s, usage=completion.usage):
+        generated = [""] * len(completion.choices)
+        deltas = self._generate(job, request_id=request_id, timeout_s=timeout_s, usage=completion.usage)
+        async for delta in deltas:
             choice = completion.choices[delta.index]
             choice.text += delta.text
             if delta.finish_reason:
                 choice.finish_reason = delta.finish_reason
+        for choice in completion.choices:
+            prompt = job.prompts[choice.index // job.n]
+            generated[choice.index] = choice.text.removeprefix(prompt) if job.echo else choice.text
+        pairs = [(job.prompts[i // job.n], text) for i, text in enumerate(generated)]
+        await self._verify(job, pairs, request_id=request_id, timeout_s=timeout_s)
         return completion
 
     @staticmethod
@@ -135,7 +179,3 @@ class CompletionPipeline:
             raise PipelineError(grpc.StatusCode.UNAVAILABLE, "pii check unavailable")
         if job.input_checks.block_prompt_injection:
             raise PipelineError(grpc.StatusCode.UNAVAILABLE, "injection check unavailable")
-        if job.output_checks.toxicity:
-            raise PipelineError(grpc.StatusCode.UNAVAILABLE, "toxicity check unavailable")
-        if job.output_checks.factuality:
-            raise PipelineError(grpc.StatusCode.UNAVAILABLE, "factuality check unavailable")

@@ -1,6 +1,7 @@
 """gRPC servicers: map protos to the pipeline and pipeline errors to gRPC statuses."""
 
 import asyncio
+import secrets
 import time
 import uuid
 
@@ -9,6 +10,7 @@ import structlog
 from google.api import httpbody_pb2
 
 from guardmesh.v1 import (
+    check_service_pb2,
     check_service_pb2_grpc,
     completion_service_pb2 as pb,
     completion_service_pb2_grpc,
@@ -19,6 +21,7 @@ from guardmesh.v1 import (
 )
 from orchestrator import responses
 from orchestrator.auth import KeyStore, bearer_token
+from orchestrator.check_clients import CheckClient, CheckError, FactualityClient, ToxicityClient
 from orchestrator.generation_client import GenerationClient
 from orchestrator.pipeline import CompletionPipeline, PipelineError, Usage
 from orchestrator.settings import OrchestratorSettings
@@ -159,10 +162,18 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
-    """The standalone checks; their services join the mesh in later releases."""
+    """The standalone checks (`POST /toxicity`, ...), served by the same check services."""
 
-    def __init__(self, keys: KeyStore):
+    def __init__(self, settings: OrchestratorSettings, keys: KeyStore, toxicity: ToxicityClient,
+                 factuality: FactualityClient):
+        self._settings = settings
         self._keys = keys
+        self._toxicity = toxicity
+        self._factuality = factuality
+
+    def _budget(self, context) -> float:
+        remaining = context.time_remaining()
+        return self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
 
     async def _unavailable(self, name: str, context):
         await authenticate(self._keys, context)
@@ -175,22 +186,44 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         await self._unavailable("injection", context)
 
     async def CheckToxicity(self, request, context):
-        await self._unavailable("toxicity", context)
+        await authenticate(self._keys, context)
+        if not request.text.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is required")
+        try:
+            [score] = await self._toxicity.score([request.text], timeout_s=self._budget(context),
+                                                 request_id=_request_id(context))
+        except CheckError as e:
+            await context.abort(e.code, e.message)
+        return check_service_pb2.CheckToxicityResponse(
+            id="toxi-" + secrets.token_hex(12), object="toxicity.check", created=responses.now(),
+            checks=[check_service_pb2.ScoreCheck(index=0, score=score, status="success")],
+        )
 
     async def CheckFactuality(self, request, context):
-        await self._unavailable("factuality", context)
+        await authenticate(self._keys, context)
+        if not request.reference.strip() or not request.text.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reference and text are required")
+        try:
+            [score] = await self._factuality.score([(request.reference, request.text)],
+                                                   timeout_s=self._budget(context), request_id=_request_id(context))
+        except CheckError as e:
+            await context.abort(e.code, e.message)
+        return check_service_pb2.CheckFactualityResponse(
+            id="fact-" + secrets.token_hex(12), object="factuality.check", created=responses.now(),
+            checks=[check_service_pb2.ScoreCheck(index=0, score=score, status="success")],
+        )
 
 
 class ReadinessServicer(readiness_service_pb2_grpc.ReadinessServiceServicer):
     """`GET /readyz`: ready when every dependency answers its health check. Needs no key."""
 
-    def __init__(self, settings: OrchestratorSettings, generation: GenerationClient):
+    def __init__(self, settings: OrchestratorSettings, dependencies: dict[str, GenerationClient | CheckClient]):
         self._settings = settings
-        self._generation = generation
+        self._dependencies = dependencies
 
     async def GetReadiness(self, request, context):
         timeout = self._settings.readiness_timeout_s
-        checks = {"generation": self._generation.is_ready(timeout)}
+        checks = {name: client.is_ready(timeout) for name, client in self._dependencies.items()}
         results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
         states = {name: "SERVING" if ok else "NOT_SERVING" for name, ok in results.items()}
         not_ready = sorted(name for name, ok in results.items() if not ok)

