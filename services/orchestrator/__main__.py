@@ -17,7 +17,8 @@ from guardmesh.v1 import (
     readiness_service_pb2_grpc,
 )
 from orchestrator.auth import KeyStore
-from orchestrator.check_clients import FactualityClient, ToxicityClient
+from orchestrator.check_clients import FactualityClient, InjectionClient, PiiClient, ToxicityClient
+from orchestrator.input_checks import InputChecker
 from orchestrator.generation_client import GenerationClient
 from orchestrator.output_checks import OutputChecker
 from orchestrator.pipeline import CompletionPipeline
@@ -34,6 +35,8 @@ async def run(settings: OrchestratorSettings) -> None:
     generation = GenerationClient(
         settings.generation_address, settings.model_name, idle_timeout_s=settings.generation_idle_timeout_s
     )
+    pii = PiiClient(settings.pii_address)
+    injection = InjectionClient(settings.injection_address)
     toxicity = ToxicityClient(settings.toxicity_address)
     factuality = FactualityClient(settings.factuality_address)
     checker = OutputChecker(
@@ -42,8 +45,16 @@ async def run(settings: OrchestratorSettings) -> None:
         toxicity_threshold=settings.toxicity_threshold,
         factuality_threshold=settings.factuality_threshold,
     )
-    pipeline = CompletionPipeline(generation, checker)
-    dependencies = {"generation": generation, "toxicity": toxicity, "factuality": factuality}
+    pipeline = CompletionPipeline(
+        generation, InputChecker(pii, injection, injection_threshold=settings.injection_threshold), checker
+    )
+    dependencies = {
+        "generation": generation,
+        "pii": pii,
+        "injection": injection,
+        "toxicity": toxicity,
+        "factuality": factuality,
+    }
 
     async def close() -> None:
         for client in dependencies.values():
@@ -54,7 +65,7 @@ async def run(settings: OrchestratorSettings) -> None:
         (model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelServicer(settings, keys)),
         (
             check_service_pb2_grpc.add_CheckServiceServicer_to_server,
-            CheckServicer(settings, keys, toxicity, factuality),
+            CheckServicer(settings, keys, pii, injection, toxicity, factuality),
         ),
         (readiness_service_pb2_grpc.add_ReadinessServiceServicer_to_server, ReadinessServicer(settings, dependencies)),
     ]

@@ -10,6 +10,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from guardmesh.factuality.v1 import factuality_service_pb2, factuality_service_pb2_grpc
+from guardmesh.injection.v1 import injection_service_pb2, injection_service_pb2_grpc
+from guardmesh.pii.v1 import pii_service_pb2, pii_service_pb2_grpc
 from guardmesh.toxicity.v1 import toxicity_service_pb2, toxicity_service_pb2_grpc
 
 
@@ -84,6 +86,72 @@ class CheckClient:
         return CheckError(grpc.StatusCode.UNAVAILABLE, f"{self.name} check unavailable")
 
 
+    @staticmethod
+    def _metadata(request_id: str):
+        return [("x-request-id", request_id)] if request_id else None
+
+
+PII_METHODS = {
+    "random": pii_service_pb2.REPLACE_METHOD_RANDOM,
+    "fake": pii_service_pb2.REPLACE_METHOD_FAKE,
+    "category": pii_service_pb2.REPLACE_METHOD_CATEGORY,
+    "mask": pii_service_pb2.REPLACE_METHOD_MASK,
+}
+
+
+class PiiClient(CheckClient):
+    name = "pii"
+
+    def __init__(self, address: str):
+        super().__init__(address)
+        self._stub = pii_service_pb2_grpc.PiiServiceStub(self._channel)
+
+    async def analyze(
+        self, texts: list[str], excluded: list[str], *, timeout_s: float, request_id: str = ""
+    ) -> list[list[pii_service_pb2.Entity]]:
+        """The PII entities found in each text (one batched call)."""
+        try:
+            response = await self._stub.Analyze(
+                pii_service_pb2.AnalyzeRequest(texts=texts, excluded_entities=excluded),
+                timeout=timeout_s, metadata=self._metadata(request_id),
+            )
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+        return [list(r.entities) for r in response.results]
+
+    async def anonymize(
+        self, texts: list[str], method: str, excluded: list[str], *, timeout_s: float, request_id: str = ""
+    ) -> list[str]:
+        """Each text with its PII replaced by `method` (random, fake, category, mask)."""
+        try:
+            response = await self._stub.Anonymize(
+                pii_service_pb2.AnonymizeRequest(texts=texts, method=PII_METHODS[method], excluded_entities=excluded),
+                timeout=timeout_s, metadata=self._metadata(request_id),
+            )
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+        return list(response.texts)
+
+
+class InjectionClient(CheckClient):
+    name = "injection"
+
+    def __init__(self, address: str):
+        super().__init__(address)
+        self._stub = injection_service_pb2_grpc.InjectionServiceStub(self._channel)
+
+    async def classify(self, texts: list[str], *, timeout_s: float, request_id: str = "") -> list[float]:
+        """Probability in [0, 1] that each text is a prompt-injection attack."""
+        try:
+            response = await self._stub.Classify(
+                injection_service_pb2.ClassifyRequest(texts=texts), timeout=timeout_s,
+                metadata=self._metadata(request_id),
+            )
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+        return list(response.probabilities)
+
+
 class ToxicityClient(CheckClient):
     name = "toxicity"
 
@@ -96,7 +164,7 @@ class ToxicityClient(CheckClient):
         try:
             response = await self._stub.Score(
                 toxicity_service_pb2.ScoreRequest(texts=texts), timeout=timeout_s,
-                metadata=[("x-request-id", request_id)] if request_id else None,
+                metadata=self._metadata(request_id),
             )
         except grpc.RpcError as e:
             raise self._error(e) from None
@@ -119,7 +187,7 @@ class FactualityClient(CheckClient):
         )
         try:
             response = await self._stub.Score(
-                request, timeout=timeout_s, metadata=[("x-request-id", request_id)] if request_id else None
+                request, timeout=timeout_s, metadata=self._metadata(request_id)
             )
         except grpc.RpcError as e:
             raise self._error(e) from None

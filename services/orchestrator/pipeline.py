@@ -12,6 +12,7 @@ import grpc
 
 from orchestrator.check_clients import CheckError
 from orchestrator.generation_client import Delta, GenerationClient, GenerationError
+from orchestrator.input_checks import InputChecker, InputCheckFailed
 from orchestrator.output_checks import OutputChecker, OutputCheckFailed, split_releasable
 from orchestrator.validation import CompletionJob
 
@@ -34,6 +35,9 @@ class ChoiceDelta:
     index: int
     text: str
     finish_reason: str | None = None
+    # The echoed prompt at the start of `text` (first delta of a choice with `echo`), which
+    # output checks skip.
+    echoed: str = ""
 
 
 @dataclass
@@ -67,8 +71,9 @@ def choice_seed(seed: int | None, index: int) -> int | None:
 
 
 class CompletionPipeline:
-    def __init__(self, generation: GenerationClient, output_checker: OutputChecker):
+    def __init__(self, generation: GenerationClient, input_checker: InputChecker, output_checker: OutputChecker):
         self._generation = generation
+        self._input = input_checker
         self._output = output_checker
 
     async def stream(
@@ -87,12 +92,13 @@ class CompletionPipeline:
         held: dict[int, str] = {}
         try:
             async for delta in deltas:
+                if delta.echoed:  # the prompt itself is not checked: send it at once
+                    yield ChoiceDelta(delta.index, delta.echoed)
                 prompt = job.prompts[delta.index // job.n]
-                text = held.get(delta.index, "") + delta.text
+                text = held.get(delta.index, "") + delta.text[len(delta.echoed):]
                 release, held[delta.index] = (text, "") if delta.finish_reason else split_releasable(text)
                 if release or delta.finish_reason:
-                    checked = release.removeprefix(prompt) if job.echo else release
-                    await self._verify(job, [(prompt, checked)], request_id=request_id, timeout_s=timeout_s)
+                    await self._verify(job, [(prompt, release)], request_id=request_id, timeout_s=timeout_s)
                     yield ChoiceDelta(delta.index, release, delta.finish_reason)
         finally:
             await deltas.aclose()
@@ -108,8 +114,15 @@ class CompletionPipeline:
     async def _generate(
         self, job: CompletionJob, *, request_id: str, timeout_s: float, usage: Usage
     ) -> AsyncIterator[ChoiceDelta]:
-        """Runs every choice concurrently and yields their deltas as they arrive."""
-        self._check_inputs_supported(job)
+        """Runs the input checks, then every choice concurrently; yields deltas as they arrive."""
+        try:
+            prompts = await self._input.protect(
+                job.input_checks, list(job.prompts), timeout_s=timeout_s, request_id=request_id
+            )
+        except InputCheckFailed as e:
+            raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        except CheckError as e:
+            raise PipelineError(e.code, e.message) from None
         queue: asyncio.Queue[tuple[int, Delta | Exception | None]] = asyncio.Queue()
         choices = [(p, j) for p in range(len(job.prompts)) for j in range(job.n)]
 
@@ -117,7 +130,7 @@ class CompletionPipeline:
             params = job.sampling.as_parameters(choice_seed(job.sampling.seed, index))
             try:
                 async for delta in self._generation.stream(
-                    job.prompts[prompt_index], params, request_id=f"{request_id}-{index}", timeout_s=timeout_s
+                    prompts[prompt_index], params, request_id=f"{request_id}-{index}", timeout_s=timeout_s
                 ):
                     if delta.text or delta.finish_reason:  # skip heartbeats
                         await queue.put((index, delta))
@@ -140,12 +153,10 @@ class CompletionPipeline:
                     raise PipelineError(item.code, item.message)
                 if isinstance(item, Exception):
                     raise PipelineError(grpc.StatusCode.INTERNAL, "generation failed") from item
-                text = item.text
-                if job.echo and index not in started:
-                    text = job.prompts[choices[index][0]] + text
+                echoed = prompts[choices[index][0]] if job.echo and index not in started else ""
                 started.add(index)
                 last[index] = item
-                yield ChoiceDelta(index, text, item.finish_reason or None)
+                yield ChoiceDelta(index, echoed + item.text, item.finish_reason or None, echoed)
             # Each prompt's tokens count once, however many samples it has.
             usage.prompt_tokens = sum(last[i].prompt_tokens for i, (_, j) in enumerate(choices) if j == 0)
             usage.completion_tokens = sum(d.completion_tokens for d in last.values())
@@ -162,20 +173,9 @@ class CompletionPipeline:
         async for delta in deltas:
             choice = completion.choices[delta.index]
             choice.text += delta.text
+            generated[delta.index] += delta.text[len(delta.echoed):]
             if delta.finish_reason:
                 choice.finish_reason = delta.finish_reason
-        for choice in completion.choices:
-            prompt = job.prompts[choice.index // job.n]
-            generated[choice.index] = choice.text.removeprefix(prompt) if job.echo else choice.text
         pairs = [(job.prompts[i // job.n], text) for i, text in enumerate(generated)]
         await self._verify(job, pairs, request_id=request_id, timeout_s=timeout_s)
         return completion
-
-    @staticmethod
-    def _check_inputs_supported(job: CompletionJob) -> None:
-        # The check services are separate deployments; until they are wired in, a request
-        # that asks for a check is refused rather than answered unchecked.
-        if job.input_checks.pii:
-            raise PipelineError(grpc.StatusCode.UNAVAILABLE, "pii check unavailable")
-        if job.input_checks.block_prompt_injection:
-            raise PipelineError(grpc.StatusCode.UNAVAILABLE, "injection check unavailable")

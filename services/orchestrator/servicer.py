@@ -21,7 +21,15 @@ from guardmesh.v1 import (
 )
 from orchestrator import responses
 from orchestrator.auth import KeyStore, bearer_token
-from orchestrator.check_clients import CheckClient, CheckError, FactualityClient, ToxicityClient
+from orchestrator.check_clients import (
+    PII_METHODS,
+    CheckClient,
+    CheckError,
+    FactualityClient,
+    InjectionClient,
+    PiiClient,
+    ToxicityClient,
+)
 from orchestrator.generation_client import GenerationClient
 from orchestrator.pipeline import CompletionPipeline, PipelineError, Usage
 from orchestrator.settings import OrchestratorSettings
@@ -164,10 +172,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
     """The standalone checks (`POST /toxicity`, ...), served by the same check services."""
 
-    def __init__(self, settings: OrchestratorSettings, keys: KeyStore, toxicity: ToxicityClient,
-                 factuality: FactualityClient):
+    def __init__(self, settings: OrchestratorSettings, keys: KeyStore, pii: PiiClient, injection: InjectionClient,
+                 toxicity: ToxicityClient, factuality: FactualityClient):
         self._settings = settings
         self._keys = keys
+        self._pii = pii
+        self._injection = injection
         self._toxicity = toxicity
         self._factuality = factuality
 
@@ -175,15 +185,48 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         remaining = context.time_remaining()
         return self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
 
-    async def _unavailable(self, name: str, context):
-        await authenticate(self._keys, context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the {name} check is not available yet")
-
     async def CheckPii(self, request, context):
-        await self._unavailable("pii", context)
+        await authenticate(self._keys, context)
+        if not request.prompt.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt is required")
+        method = request.replace_method or "random"
+        if method not in PII_METHODS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"replace_method must be one of {', '.join(PII_METHODS)}"
+            )
+        budget, request_id = self._budget(context), _request_id(context)
+        excluded = list(request.entity_list)
+        check = check_service_pb2.PiiCheck(index=0, status="success")
+        try:
+            if request.replace:
+                [check.new_prompt] = await self._pii.anonymize(
+                    [request.prompt], method, excluded, timeout_s=budget, request_id=request_id
+                )
+            else:
+                [entities] = await self._pii.analyze([request.prompt], excluded, timeout_s=budget, request_id=request_id)
+                check.pii_types_and_positions.extend(
+                    check_service_pb2.PiiEntity(type=e.type, start=e.start, end=e.end, score=e.score) for e in entities
+                )
+        except CheckError as e:
+            await context.abort(e.code, e.message)
+        return check_service_pb2.CheckPiiResponse(
+            id="pii-" + secrets.token_hex(12), object="pii_check", created=responses.now(), checks=[check]
+        )
 
     async def CheckInjection(self, request, context):
-        await self._unavailable("injection", context)
+        await authenticate(self._keys, context)
+        if not request.prompt.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt is required")
+        try:
+            [probability] = await self._injection.classify(
+                [request.prompt], timeout_s=self._budget(context), request_id=_request_id(context)
+            )
+        except CheckError as e:
+            await context.abort(e.code, e.message)
+        return check_service_pb2.CheckInjectionResponse(
+            id="inj-" + secrets.token_hex(12), object="injection_check", created=responses.now(),
+            checks=[check_service_pb2.InjectionCheck(index=0, probability=probability, status="success")],
+        )
 
     async def CheckToxicity(self, request, context):
         await authenticate(self._keys, context)

@@ -20,8 +20,13 @@ class OrchestratorSettings(BaseSettings):
     model_owner: str = "HuggingFaceTB"
     max_context_tokens: int = 2048
     # Check services (host:port; a DNS name with several addresses is balanced round-robin).
+    pii_address: str = "127.0.0.1:50061"
+    injection_address: str = "127.0.0.1:50062"
     toxicity_address: str = "127.0.0.1:50063"
     factuality_address: str = "127.0.0.1:50064"
+    # A prompt whose injection probability is over this is refused when the caller asks
+    # (`input.block_prompt_injection`); attacks score ~1.0, some benign prompts ~0.5.
+    injection_threshold: float = 0.9
     # A choice scoring over this toxicity fails the request (400 `failed toxicity check`).
     toxicity_threshold: float = 0.5
     # A choice scoring under this factuality fails the request (400 `failed factuality check`).

@@ -1,0 +1,1 @@
+"""Injection service: scores prompts as prompt-injection attacks (NanoGuard, ONNX Runtime)."""
