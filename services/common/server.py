@@ -60,7 +60,11 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
 
     if warm_up is not None:
-        await warm_up()
+        try:
+            await warm_up()
+        except BaseException:
+            await server.stop(grace=None)  # stop cleanly before the loop closes, then fail
+            raise
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving")
