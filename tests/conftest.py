@@ -32,11 +32,14 @@ class Mesh:
     env: dict[str, str]
     model_dir: Path
 
-    def active_sequences(self) -> float:
-        """The generation scheduler's `generation_active_sequences` gauge."""
+    def generation_metric(self, name: str) -> float:
+        """A sample of the generation scheduler's Prometheus metrics, e.g. `generation_active_sequences`."""
         port = int(self.env["GENERATION_METRICS_PORT"]) + 1
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("generation_active_sequences "))
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+    def active_sequences(self) -> float:
+        return self.generation_metric("generation_active_sequences")
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.api_key}"}

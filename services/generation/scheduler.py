@@ -15,10 +15,17 @@ from typing import Protocol
 
 import numpy as np
 import structlog
+from prometheus_client import Counter, Histogram
 
 from generation.sampler import BatchParams, sample
 
 log = structlog.get_logger()
+
+TOKENS = Counter("generation_tokens_total", "Tokens generated (sampled), all sequences")
+FINISHED = Counter("generation_sequences_finished_total", "Sequences that left their slot", ["reason"])
+DECODE_BATCH = Histogram(
+    "generation_decode_batch_size", "Sequences advanced per decode step", buckets=(1, 2, 4, 8, 16, 32, 64)
+)
 
 
 class LanguageModel(Protocol):
@@ -187,6 +194,7 @@ class Scheduler:
             return
         logits = self._model.decode([s.slot for s in running], [s.last_token for s in running])
         self.steps += 1
+        DECODE_BATCH.observe(len(running))
         self._advance(running, logits)
 
     def _advance(self, seqs: list[Sequence], logits: np.ndarray) -> None:
@@ -210,6 +218,7 @@ class Scheduler:
         )
         self._counts[rows, tokens] += 1
         self._step[rows] += 1
+        TOKENS.inc(len(seqs))
         for seq, token in zip(seqs, tokens.tolist(), strict=True):
             if token in self._eos:
                 self._finish(seq, "stop")
@@ -224,6 +233,7 @@ class Scheduler:
                 seq.sink(token, None)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
+        FINISHED.labels(reason).inc()
         slot = seq.slot
         if slot >= 0 and self._slots[slot] is seq:
             self._slots[slot] = None
