@@ -1,5 +1,7 @@
 """Shared fixtures. `mesh` starts the real mesh (Envoy, orchestrator, Triton) once per run."""
 
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -31,6 +33,7 @@ class Mesh:
     run_dir: Path
     env: dict[str, str]
     model_dir: Path
+    keys_file: Path
 
     def generation_metric(self, name: str) -> float:
         """A sample of the generation scheduler's Prometheus metrics, e.g. `generation_active_sequences`."""
@@ -66,6 +69,22 @@ class Mesh:
         raise TimeoutError(f"mesh not ready after {timeout_s}s; logs:\n{self.logs()[-5000:]}")
 
 
+# Keys from the reloadable keys file (hashes only), each showing one kind of limit.
+SCOPED_KEYS = {
+    "gm-test-models-only": {"endpoints": ["models"]},
+    "gm-test-other-model": {"endpoints": ["completions"], "models": ["some-other-model"]},
+    "gm-test-slow": {"requests_per_minute": 2},
+    "gm-test-revocable": {},
+}
+
+
+def write_keys_file(path: Path, keys: dict[str, dict]) -> None:
+    entries = [{"name": k, "sha256": hashlib.sha256(k.encode()).hexdigest(), **scopes} for k, scopes in keys.items()]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"keys": entries}))
+    tmp.replace(path)  # atomic, as an operator's deploy tool would do
+
+
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory) -> Mesh:
     model_dir = Path(os.environ.get("GUARDMESH_MODEL_DIR", Path.home() / ".cache/guardmesh/models/smollm2-135m-instruct-int8"))
@@ -90,12 +109,15 @@ def mesh(tmp_path_factory) -> Mesh:
         "FACTUALITY_METRICS_PORT": free_port(),
     }
     key = "gm-test-" + os.urandom(8).hex()
+    keys_file = run_dir / "keys.json"
+    write_keys_file(keys_file, SCOPED_KEYS)
     env = {
         **os.environ,
         **{k: str(v) for k, v in ports.items()},
         "GUARDMESH_API_KEYS": f"{key},gm-test-second-key",
         "GUARDMESH_RUN_DIR": str(run_dir),
         "GUARDMESH_LOG_TO_FILES": "1",
+        "GUARDMESH_KEYS_FILE": str(keys_file),
         "GUARDMESH_MODEL_DIR": str(model_dir),
         "PYTHONPATH": str(REPO / "services"),
     }
@@ -111,6 +133,7 @@ def mesh(tmp_path_factory) -> Mesh:
         run_dir=run_dir,
         env=env,
         model_dir=model_dir,
+        keys_file=keys_file,
     )
     try:
         mesh.wait_ready()

@@ -16,22 +16,23 @@ from guardmesh.v1 import (
     readiness_service_pb2,
     readiness_service_pb2_grpc,
 )
-from orchestrator.auth import KeyStore
+from orchestrator.auth import KeyStore, RateLimiter
 from orchestrator.check_clients import FactualityClient, InjectionClient, PiiClient, ToxicityClient
 from orchestrator.input_checks import InputChecker
 from orchestrator.generation_client import GenerationClient
 from orchestrator.output_checks import OutputChecker
 from orchestrator.pipeline import CompletionPipeline
-from orchestrator.servicer import CheckServicer, CompletionServicer, ModelServicer, ReadinessServicer
+from orchestrator.servicer import CheckServicer, CompletionServicer, Gatekeeper, ModelServicer, ReadinessServicer
 from orchestrator.settings import OrchestratorSettings
 
 log = structlog.get_logger()
 
 
 async def run(settings: OrchestratorSettings) -> None:
-    keys = KeyStore.from_csv(settings.api_keys)
-    if not len(keys):
-        raise SystemExit("no API keys configured: set GUARDMESH_API_KEYS")
+    keys = KeyStore.from_csv(settings.api_keys, settings.keys_file)
+    if not len(keys) and settings.keys_file is None:
+        raise SystemExit("no API keys configured: set GUARDMESH_API_KEYS or GUARDMESH_KEYS_FILE")
+    gate = Gatekeeper(keys, RateLimiter(settings.rate_limit_per_minute))
     generation = GenerationClient(
         settings.generation_address, settings.model_name, idle_timeout_s=settings.generation_idle_timeout_s
     )
@@ -61,11 +62,11 @@ async def run(settings: OrchestratorSettings) -> None:
             await client.close()
 
     servicers = [
-        (completion_service_pb2_grpc.add_CompletionServiceServicer_to_server, CompletionServicer(settings, keys, pipeline)),
-        (model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelServicer(settings, keys)),
+        (completion_service_pb2_grpc.add_CompletionServiceServicer_to_server, CompletionServicer(settings, gate, pipeline)),
+        (model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelServicer(settings, gate)),
         (
             check_service_pb2_grpc.add_CheckServiceServicer_to_server,
-            CheckServicer(settings, keys, pii, injection, toxicity, factuality),
+            CheckServicer(settings, gate, pii, injection, toxicity, factuality),
         ),
         (readiness_service_pb2_grpc.add_ReadinessServiceServicer_to_server, ReadinessServicer(settings, dependencies)),
     ]
@@ -91,7 +92,7 @@ async def run(settings: OrchestratorSettings) -> None:
 def main() -> None:
     settings = OrchestratorSettings()
     configure_logging("orchestrator", settings.log_level)
-    log.info("starting", keys=len(KeyStore.from_csv(settings.api_keys)))
+    log.info("starting")
     asyncio.run(run(settings))
 
 

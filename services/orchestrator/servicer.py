@@ -1,6 +1,7 @@
 """gRPC servicers: map protos to the pipeline and pipeline errors to gRPC statuses."""
 
 import asyncio
+import math
 import secrets
 import time
 import uuid
@@ -20,7 +21,7 @@ from guardmesh.v1 import (
     readiness_service_pb2_grpc,
 )
 from orchestrator import responses
-from orchestrator.auth import KeyStore, bearer_token
+from orchestrator.auth import ApiKey, KeyStore, RateLimiter, bearer_token
 from orchestrator.check_clients import (
     PII_METHODS,
     CheckClient,
@@ -44,12 +45,41 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-async def authenticate(keys: KeyStore, context: grpc.aio.ServicerContext) -> None:
-    token = bearer_token(_metadata(context).get("authorization"))
-    if token is None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing api key: send Authorization: Bearer <key>")
-    if not keys.is_valid(token):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid api key")
+FORBIDDEN = "api understands the request but refuses to authorize it"
+
+
+class Gatekeeper:
+    """Who may call what, how often: 401 unknown key, 403 outside its scopes, 429 over its rate."""
+
+    def __init__(self, keys: KeyStore, limiter: RateLimiter):
+        self._keys = keys
+        self._limiter = limiter
+
+    async def authenticate(self, context: grpc.aio.ServicerContext, endpoint: str) -> ApiKey:
+        token = bearer_token(_metadata(context).get("authorization"))
+        if token is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing api key: send Authorization: Bearer <key>")
+        key = self._keys.lookup(token)
+        if key is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid api key")
+        if not key.allows(endpoint):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, FORBIDDEN)
+        return key
+
+    async def admit(self, context: grpc.aio.ServicerContext, key: ApiKey, model: str | None = None) -> None:
+        """Checks the model scope and takes one request from the key's rate limit."""
+        if model is not None and not key.allows("completions", model):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, FORBIDDEN)
+        wait = self._limiter.acquire(key)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            context.set_trailing_metadata((("retry-after", str(seconds)),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limit exceeded; retry in {seconds} s")
+
+    async def check(self, context: grpc.aio.ServicerContext, endpoint: str) -> ApiKey:
+        key = await self.authenticate(context, endpoint)
+        await self.admit(context, key)
+        return key
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
@@ -57,17 +87,18 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 
 
 class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
-    def __init__(self, settings: OrchestratorSettings, keys: KeyStore, pipeline: CompletionPipeline):
+    def __init__(self, settings: OrchestratorSettings, gate: Gatekeeper, pipeline: CompletionPipeline):
         self._settings = settings
-        self._keys = keys
+        self._gate = gate
         self._pipeline = pipeline
 
     async def _admit(self, request: pb.CreateCompletionRequest, context) -> tuple[CompletionJob, str, float]:
-        await authenticate(self._keys, context)
+        key = await self._gate.authenticate(context, "completions")
         try:
             job = validate(request, self._settings)
         except InvalidRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        await self._gate.admit(context, key, job.model)
         remaining = context.time_remaining()
         budget = self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
         request_id = _request_id(context)
@@ -136,18 +167,18 @@ class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
         yield event(responses.SSE_DONE)
 
     async def CheckCompletionAccess(self, request, context):
-        await authenticate(self._keys, context)
+        await self._gate.authenticate(context, "completions")
         return pb.CheckCompletionAccessResponse(message="completions are available")
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, settings: OrchestratorSettings, keys: KeyStore):
+    def __init__(self, settings: OrchestratorSettings, gate: Gatekeeper):
         self._settings = settings
-        self._keys = keys
+        self._gate = gate
         self._started = int(time.time())
 
     async def ListModels(self, request, context):
-        await authenticate(self._keys, context)
+        await self._gate.check(context, "models")
         capability = request.capability
         if capability and capability not in CAPABILITIES:
             await context.abort(
@@ -172,10 +203,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
     """The standalone checks (`POST /toxicity`, ...), served by the same check services."""
 
-    def __init__(self, settings: OrchestratorSettings, keys: KeyStore, pii: PiiClient, injection: InjectionClient,
+    def __init__(self, settings: OrchestratorSettings, gate: Gatekeeper, pii: PiiClient, injection: InjectionClient,
                  toxicity: ToxicityClient, factuality: FactualityClient):
         self._settings = settings
-        self._keys = keys
+        self._gate = gate
         self._pii = pii
         self._injection = injection
         self._toxicity = toxicity
@@ -186,7 +217,7 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         return self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
 
     async def CheckPii(self, request, context):
-        await authenticate(self._keys, context)
+        await self._gate.check(context, "pii")
         if not request.prompt.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt is required")
         method = request.replace_method or "random"
@@ -214,7 +245,7 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         )
 
     async def CheckInjection(self, request, context):
-        await authenticate(self._keys, context)
+        await self._gate.check(context, "injection")
         if not request.prompt.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt is required")
         try:
@@ -229,7 +260,7 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         )
 
     async def CheckToxicity(self, request, context):
-        await authenticate(self._keys, context)
+        await self._gate.check(context, "toxicity")
         if not request.text.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is required")
         try:
@@ -243,7 +274,7 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         )
 
     async def CheckFactuality(self, request, context):
-        await authenticate(self._keys, context)
+        await self._gate.check(context, "factuality")
         if not request.reference.strip() or not request.text.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reference and text are required")
         try:

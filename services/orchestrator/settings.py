@@ -1,5 +1,7 @@
 """Orchestrator configuration, from ORCHESTRATOR_* environment variables (keys: GUARDMESH_API_KEYS)."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,10 @@ class OrchestratorSettings(BaseSettings):
     metrics_port: int = 9101
     # Comma-separated API keys; only their SHA-256 hashes are kept in memory.
     api_keys: str = Field(default="", validation_alias="GUARDMESH_API_KEYS")
+    # Optional JSON keys file (hashes, scopes, rates), re-read when it changes; see auth.py.
+    keys_file: Path | None = Field(default=None, validation_alias="GUARDMESH_KEYS_FILE")
+    # Requests per minute per key unless the keys file says otherwise (bursts up to the same).
+    rate_limit_per_minute: float = 600.0
     # Triton (generation service) gRPC address and the model it serves.
     generation_address: str = "127.0.0.1:8001"
     model_name: str = "SmolLM2-135M-Instruct"
