@@ -10,6 +10,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from common.interceptors import ObservabilityInterceptor
+
 log = structlog.get_logger()
 
 Registrar = Callable[[grpc.aio.Server], None]
@@ -32,6 +34,7 @@ async def serve(
     readiness probes and the orchestrator never route to a cold service.
     """
     server = grpc.aio.server(
+        interceptors=[ObservabilityInterceptor()],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),

@@ -83,7 +83,8 @@ class Gatekeeper:
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
-    return _metadata(context).get("x-request-id") or uuid.uuid4().hex
+    """The id the interceptor bound for this call (Envoy's x-request-id), carried to every hop."""
+    return structlog.contextvars.get_contextvars().get("request_id") or _metadata(context).get("x-request-id") or uuid.uuid4().hex
 
 
 class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
@@ -102,7 +103,6 @@ class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
         remaining = context.time_remaining()
         budget = self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
         request_id = _request_id(context)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
         log.info("completion", choices=len(job.prompts) * job.n, stream=job.stream, max_tokens=job.sampling.max_tokens)
         return job, request_id, budget
 
