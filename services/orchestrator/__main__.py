@@ -47,7 +47,10 @@ async def run(settings: OrchestratorSettings) -> None:
         factuality_threshold=settings.factuality_threshold,
     )
     pipeline = CompletionPipeline(
-        generation, InputChecker(pii, injection, injection_threshold=settings.injection_threshold), checker
+        generation,
+        InputChecker(pii, injection, injection_threshold=settings.injection_threshold),
+        checker,
+        check_timeout_s=settings.check_timeout_s,
     )
     dependencies = {
         "generation": generation,

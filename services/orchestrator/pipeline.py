@@ -5,6 +5,7 @@ batches them with everything else it is running.
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -70,8 +71,32 @@ def choice_seed(seed: int | None, index: int) -> int | None:
     return (seed + index * _GOLDEN) % (1 << 64)
 
 
+class Budget:
+    """A request's deadline, split across its hops: each hop gets what is left."""
+
+    def __init__(self, seconds: float, check_cap_s: float):
+        self._deadline = time.monotonic() + seconds
+        self._check_cap_s = check_cap_s
+
+    def remaining(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise PipelineError(grpc.StatusCode.DEADLINE_EXCEEDED, "request deadline exceeded")
+        return left
+
+    def for_check(self) -> float:
+        return min(self.remaining(), self._check_cap_s)
+
+
 class CompletionPipeline:
-    def __init__(self, generation: GenerationClient, input_checker: InputChecker, output_checker: OutputChecker):
+    def __init__(
+        self,
+        generation: GenerationClient,
+        input_checker: InputChecker,
+        output_checker: OutputChecker,
+        check_timeout_s: float = 5.0,
+    ):
+        self._check_timeout_s = check_timeout_s
         self._generation = generation
         self._input = input_checker
         self._output = output_checker
@@ -84,7 +109,8 @@ class CompletionPipeline:
         With output checks, text is held per choice until a sentence ends, checked, and
         only then released; a failed check ends the stream with an error.
         """
-        deltas = self._generate(job, request_id=request_id, timeout_s=timeout_s, usage=usage)
+        budget = Budget(timeout_s, self._check_timeout_s)
+        deltas = self._generate(job, request_id=request_id, budget=budget, usage=usage)
         if not (job.output_checks.toxicity or job.output_checks.factuality):
             async for delta in deltas:
                 yield delta
@@ -98,26 +124,26 @@ class CompletionPipeline:
                 text = held.get(delta.index, "") + delta.text[len(delta.echoed):]
                 release, held[delta.index] = (text, "") if delta.finish_reason else split_releasable(text)
                 if release or delta.finish_reason:
-                    await self._verify(job, [(prompt, release)], request_id=request_id, timeout_s=timeout_s)
+                    await self._verify(job, [(prompt, release)], request_id=request_id, budget=budget)
                     yield ChoiceDelta(delta.index, release, delta.finish_reason)
         finally:
             await deltas.aclose()
 
-    async def _verify(self, job: CompletionJob, pairs: list[tuple[str, str]], *, request_id: str, timeout_s: float):
+    async def _verify(self, job: CompletionJob, pairs: list[tuple[str, str]], *, request_id: str, budget: Budget):
         try:
-            await self._output.verify(job.output_checks, pairs, timeout_s=timeout_s, request_id=request_id)
+            await self._output.verify(job.output_checks, pairs, timeout_s=budget.for_check(), request_id=request_id)
         except OutputCheckFailed as e:
             raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         except CheckError as e:
             raise PipelineError(e.code, e.message) from None
 
     async def _generate(
-        self, job: CompletionJob, *, request_id: str, timeout_s: float, usage: Usage
+        self, job: CompletionJob, *, request_id: str, budget: Budget, usage: Usage
     ) -> AsyncIterator[ChoiceDelta]:
         """Runs the input checks, then every choice concurrently; yields deltas as they arrive."""
         try:
             prompts = await self._input.protect(
-                job.input_checks, list(job.prompts), timeout_s=timeout_s, request_id=request_id
+                job.input_checks, list(job.prompts), timeout_s=budget.for_check(), request_id=request_id
             )
         except InputCheckFailed as e:
             raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
@@ -139,6 +165,7 @@ class CompletionPipeline:
             else:
                 await queue.put((index, None))
 
+        timeout_s = budget.remaining()
         tasks = [asyncio.create_task(run(i, p)) for i, (p, _) in enumerate(choices)]
         try:
             pending = len(tasks)
@@ -169,7 +196,8 @@ class CompletionPipeline:
         """Runs the whole request, checks every choice in one batched call per check, returns all."""
         completion = Completion(choices=[Choice(i) for i in range(len(job.prompts) * job.n)])
         generated = [""] * len(completion.choices)
-        deltas = self._generate(job, request_id=request_id, timeout_s=timeout_s, usage=completion.usage)
+        budget = Budget(timeout_s, self._check_timeout_s)
+        deltas = self._generate(job, request_id=request_id, budget=budget, usage=completion.usage)
         async for delta in deltas:
             choice = completion.choices[delta.index]
             choice.text += delta.text
@@ -177,5 +205,5 @@ class CompletionPipeline:
             if delta.finish_reason:
                 choice.finish_reason = delta.finish_reason
         pairs = [(job.prompts[i // job.n], text) for i, text in enumerate(generated)]
-        await self._verify(job, pairs, request_id=request_id, timeout_s=timeout_s)
+        await self._verify(job, pairs, request_id=request_id, budget=budget)
         return completion

@@ -45,6 +45,25 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
+async def request_budget(context: grpc.aio.ServicerContext, settings: OrchestratorSettings) -> float:
+    """Seconds this request may take: the smallest of the caller's gRPC deadline, its
+    `x-request-timeout` header (seconds, REST callers) and the configured maximum."""
+    budget = settings.request_timeout_s
+    remaining = context.time_remaining()
+    if remaining is not None:
+        budget = min(budget, remaining)
+    header = _metadata(context).get("x-request-timeout")
+    if header is not None:
+        try:
+            asked = float(header)
+        except ValueError:
+            asked = float("nan")
+        if not 0 < asked < float("inf"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "x-request-timeout must be a positive number of seconds")
+        budget = min(budget, asked)
+    return budget
+
+
 FORBIDDEN = "api understands the request but refuses to authorize it"
 
 
@@ -100,8 +119,7 @@ class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
         except InvalidRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         await self._gate.admit(context, key, job.model)
-        remaining = context.time_remaining()
-        budget = self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
+        budget = await request_budget(context, self._settings)
         request_id = _request_id(context)
         log.info("completion", choices=len(job.prompts) * job.n, stream=job.stream, max_tokens=job.sampling.max_tokens)
         return job, request_id, budget
@@ -214,7 +232,7 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
 
     def _budget(self, context) -> float:
         remaining = context.time_remaining()
-        return self._settings.request_timeout_s if remaining is None else min(remaining, self._settings.request_timeout_s)
+        return min(self._settings.check_timeout_s, remaining if remaining is not None else float("inf"))
 
     async def CheckPii(self, request, context):
         await self._gate.check(context, "pii")

@@ -46,6 +46,8 @@ class OrchestratorSettings(BaseSettings):
     generation_idle_timeout_s: float = 10.0
     # Budget for a whole request when the caller sets no gRPC deadline.
     request_timeout_s: float = 120.0
+    # The most one check call may take (a stalled check service gives 504 after this).
+    check_timeout_s: float = 5.0
     # How long a readiness probe waits for each dependency.
     readiness_timeout_s: float = 1.0
     log_level: str = "INFO"
