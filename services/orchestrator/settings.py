@@ -42,6 +42,8 @@ class OrchestratorSettings(BaseSettings):
     max_prompts: int = 64
     max_n: int = 16
     max_choices: int = 64
+    # max_tokens x n x prompts: the most tokens one request may ask to generate.
+    max_total_tokens: int = 32768
     # A generation stream silent for this long is declared dead (generation heartbeats every 2 s).
     generation_idle_timeout_s: float = 10.0
     # Budget for a whole request when the caller sets no gRPC deadline.

@@ -145,6 +145,12 @@ def validate(request: pb.CreateCompletionRequest, settings: OrchestratorSettings
             f"max_tokens must be between 1 and {settings.max_context_tokens} (the context window), got {max_tokens}"
         )
 
+    if max_tokens * n * len(prompts) > settings.max_total_tokens:
+        raise InvalidRequest(
+            f"max_tokens x n x prompts must be at most {settings.max_total_tokens}, "
+            f"got {max_tokens} x {n} x {len(prompts)} = {max_tokens * n * len(prompts)}"
+        )
+
     def opt(name: str, default: float) -> float:
         return getattr(request, name) if request.HasField(name) else default
 

@@ -74,6 +74,7 @@ def test_every_field_is_read():
         ({"n": 0}, "n must be between"),
         ({"n": 17}, "n must be between"),
         ({"prompt": ["p"] * 10, "n": 10}, "prompts x n"),
+        ({"prompt": ["p"] * 32, "n": 2, "max_tokens": 1000}, "max_tokens x n x prompts must be at most 32768"),
         ({"stream_options": {"include_usage": True}}, "only allowed when stream is true"),
         ({"input": {"pii": "hide"}}, "input.pii must be one of"),
         ({"input": {"pii": "replace", "pii_replace_method": "shuffle"}}, "pii_replace_method"),
