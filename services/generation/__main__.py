@@ -83,7 +83,9 @@ def main() -> None:
         max_batch=settings.max_batch,
         max_len=settings.max_len,
     )
-    scheduler = Scheduler(model, tokenizer.eos_token_ids, max_waiting=settings.max_waiting)
+    scheduler = Scheduler(
+        model, tokenizer.eos_token_ids, max_waiting=settings.max_waiting, prefill_chunk=settings.prefill_chunk
+    )
     scheduler.start()
 
     active = Gauge("generation_active_sequences", "Sequences holding a KV-cache slot")

@@ -1,9 +1,10 @@
 """Continuous batching: one thread drives every active sequence of the model.
 
-Each iteration admits waiting requests into free KV-cache slots (one prefill per
-iteration, so running sequences keep decoding), then advances every active
-sequence by one token in a single batched decode step. Finished or cancelled
-sequences leave at once and their slot is reused by the next request.
+Each iteration prefills waiting prompts into free KV-cache slots, in chunks and up
+to a token budget (so a long prompt never stalls the running sequences for more
+than one chunk), then advances every decoding sequence by one token in a single
+batched decode step. Finished or cancelled sequences leave at once and their slot
+is reused by the next request.
 """
 
 import itertools
@@ -72,6 +73,7 @@ class Sequence:
     sink: TokenSink
     id: int = 0
     slot: int = -1
+    chunks: list[list[int]] = field(default_factory=list)  # prompt chunks not yet prefilled
     generated: int = 0
     last_token: int = 0
     cancelled: bool = False
@@ -80,8 +82,12 @@ class Sequence:
 class Scheduler:
     """Owns the model; everything that touches it runs on the scheduler thread."""
 
-    def __init__(self, model: LanguageModel, eos_token_ids: set[int], max_waiting: int = 256):
+    def __init__(
+        self, model: LanguageModel, eos_token_ids: set[int], max_waiting: int = 256, prefill_chunk: int = 256
+    ):
         self._model = model
+        self._prefill_chunk = prefill_chunk
+        self._prefilling: list[Sequence] = []  # admitted, prompt not fully prefilled yet
         self._eos = set(eos_token_ids)
         self._waiting: queue.Queue[Sequence] = queue.Queue(maxsize=max_waiting)
         self._ids = itertools.count(1)
@@ -145,27 +151,50 @@ class Scheduler:
         while self._running:
             try:
                 self._admit()
-                if self.active == 0:
-                    continue
-                self._decode_step()
+                if self.active > len(self._prefilling):
+                    self._decode_step()
             except Exception:  # never let one bad step kill the thread: fail what was running
                 log.exception("scheduler step failed")
+                self._prefilling.clear()
                 for seq in self._slots:
                     if seq is not None:
                         self._finish(seq, "error")
 
     def _admit(self) -> None:
-        """Prefills at most one waiting sequence (blocking briefly only when idle)."""
+        """Prefills prompt chunks, about `prefill_chunk` tokens per iteration in all.
+
+        Blocks briefly for new work only when nothing is running. Chunks of one prompt are
+        equal-sized and fixed at admission, so a prompt is prefilled the same way whatever
+        else is running (same numerics, same greedy text).
+        """
+        budget = self._prefill_chunk
+        while budget > 0:
+            if not self._prefilling and not self._take_waiting():
+                return
+            seq = self._prefilling[0]
+            if seq.cancelled:
+                self._prefilling.pop(0)
+                self._finish(seq, "cancelled")
+                continue
+            chunk = seq.chunks.pop(0)
+            logits = self._model.prefill(seq.slot, chunk)
+            budget -= len(chunk)
+            if not seq.chunks:
+                self._prefilling.pop(0)
+                self._advance([seq], logits[None, :])
+
+    def _take_waiting(self) -> bool:
+        """Moves one waiting sequence into a free slot; False when there is none."""
         free = [i for i, s in enumerate(self._slots) if s is None]
         if not free:
-            return
+            return False
         try:
             seq = self._waiting.get(timeout=0.05) if self.active == 0 else self._waiting.get_nowait()
         except queue.Empty:
-            return
+            return False
         if seq.cancelled:
             seq.sink(None, "cancelled")
-            return
+            return True
         slot = free[0]
         seq.slot = slot
         self._slots[slot] = seq
@@ -182,14 +211,17 @@ class Scheduler:
             ids = np.fromiter(p.logit_bias.keys(), dtype=np.int64)
             self._bias[slot, ids] = np.fromiter(p.logit_bias.values(), dtype=np.float32)
             self._has_bias[slot] = True
-        logits = self._model.prefill(slot, seq.prompt_ids)
-        self._advance([seq], logits[None, :])
+        n_chunks = -(-len(seq.prompt_ids) // self._prefill_chunk)
+        seq.chunks = [c.tolist() for c in np.array_split(np.asarray(seq.prompt_ids), n_chunks)]
+        self._prefilling.append(seq)
+        return True
 
     def _decode_step(self) -> None:
+        prefilling = set(map(id, self._prefilling))
         for seq in self._slots:
-            if seq is not None and seq.cancelled:
+            if seq is not None and seq.cancelled and id(seq) not in prefilling:
                 self._finish(seq, "cancelled")
-        running = [s for s in self._slots if s is not None]
+        running = [s for s in self._slots if s is not None and id(s) not in prefilling]
         if not running:
             return
         logits = self._model.decode([s.slot for s in running], [s.last_token for s in running])

@@ -28,6 +28,9 @@ class GenerationSettings(BaseSettings):
     # KV-cache slots (sequences decoded together) and tokens per slot (context window).
     max_batch: int = 32
     max_len: int = 2048
+    # Prompt tokens prefilled per scheduler iteration (between two decode steps): bounds how
+    # long a new long prompt stalls the running streams.
+    prefill_chunk: int = 256
     # Requests waiting for a slot beyond this are refused at once (UNAVAILABLE).
     max_waiting: int = 256
     # A stream with no new token for this long sends an empty heartbeat response.

@@ -114,3 +114,53 @@ def test_context_window_bounds_generation():
     assert c.done.wait(5)
     s.stop()
     assert len(c.tokens) == 3 and c.finish == "length"
+
+
+class RecordingModel(CountingModel):
+    """Records the order of prefill chunks and decode steps."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls: list[tuple[str, int]] = []
+
+    def prefill(self, slot, ids):
+        self.calls.append(("prefill", len(ids)))
+        return super().prefill(slot, ids)
+
+    def decode(self, slots, last_tokens):
+        self.calls.append(("decode", len(slots)))
+        return super().decode(slots, last_tokens)
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps():
+    model = RecordingModel(max_batch=2, max_len=10_000)
+    s = Scheduler(model, {EOS}, prefill_chunk=100)
+    running, long = Collector(), Collector()
+    s.start()
+    seq = s.submit([1], 5000, GREEDY, running)
+    time.sleep(0.05)
+    s.submit(list(range(1, 1001)), 3, GREEDY, long)  # 10 chunks of 100
+    assert long.done.wait(5)
+    s.cancel(seq)
+    assert running.done.wait(5)
+    s.stop()
+    chunks = [i for i, c in enumerate(model.calls) if c == ("prefill", 100)]
+    assert len(chunks) == 10
+    # The running sequence kept decoding between the long prompt's chunks.
+    between = model.calls[chunks[0]:chunks[-1]]
+    assert sum(1 for c in between if c[0] == "decode") >= 9
+    assert len(long.tokens) == 3 and long.finish == "length"
+
+
+def test_short_prompts_share_one_iteration_budget():
+    model = RecordingModel(max_batch=8)
+    s = Scheduler(model, {EOS}, prefill_chunk=64)
+    collectors = [Collector() for _ in range(6)]
+    for i, c in enumerate(collectors):
+        s.submit([i + 1] * 10, 2, GREEDY, c)
+    s.start()
+    assert all(c.done.wait(5) for c in collectors)
+    s.stop()
+    first_decode = next(i for i, c in enumerate(model.calls) if c[0] == "decode")
+    assert first_decode == 6  # all six 10-token prompts before the first decode step
+    assert model.calls[first_decode] == ("decode", 6)
