@@ -118,6 +118,8 @@ def mesh(tmp_path_factory) -> Mesh:
         "GUARDMESH_RUN_DIR": str(run_dir),
         "GUARDMESH_LOG_TO_FILES": "1",
         "GUARDMESH_KEYS_FILE": str(keys_file),
+        # A small waiting queue so the overload test can fill it with a modest burst.
+        "GENERATION_MAX_WAITING": "32",
         "GUARDMESH_MODEL_DIR": str(model_dir),
         "PYTHONPATH": str(REPO / "services"),
     }

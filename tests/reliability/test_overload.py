@@ -1,0 +1,44 @@
+"""Overload: a burst far beyond capacity is refused at once with 503, then the mesh recovers."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+MODEL = "SmolLM2-135M-Instruct"
+pytestmark = pytest.mark.integration
+
+
+def test_a_burst_beyond_capacity_is_refused_fast_and_drains(mesh):
+    # Capacity in the test mesh: 32 KV-cache slots + 32 waiting (GENERATION_MAX_WAITING).
+    burst = 320
+    body = {"model": MODEL, "prompt": "Say something:", "max_tokens": 24, "temperature": 0,
+            "logit_bias": {"0": -100, "2": -100}}
+
+    async def one(client: httpx.AsyncClient) -> tuple[int, dict, float]:
+        started = time.monotonic()
+        r = await client.post(f"{mesh.base_url}/completions", json=body, headers=mesh.headers())
+        return r.status_code, r.json(), time.monotonic() - started
+
+    async def run():
+        limits = httpx.Limits(max_connections=burst)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(*(one(client) for _ in range(burst)))
+
+    results = asyncio.run(run())
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    refused = [(body, t) for status, body, t in results if status == 503]
+    assert refused, "nothing was refused: the burst did not exceed capacity"
+    assert statuses.count(200) >= 64
+    assert all(b == {"error": "generation queue is full"} for b, _ in refused)
+    # Refusals are immediate, not after waiting in line.
+    assert sorted(t for _, t in refused)[len(refused) // 2] < 5
+    deadline = time.monotonic() + 30
+    while mesh.active_sequences() > 0 or mesh.generation_metric("generation_waiting_sequences") > 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    r = httpx.post(f"{mesh.base_url}/completions", json={"model": MODEL, "prompt": "Hello", "max_tokens": 3},
+                   headers=mesh.headers(), timeout=60)
+    assert r.status_code == 200
