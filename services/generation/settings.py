@@ -34,7 +34,7 @@ class GenerationSettings(BaseSettings):
     # Requests waiting for a slot beyond this are refused at once (UNAVAILABLE).
     max_waiting: int = 256
     # A stream with no new token for this long sends an empty heartbeat response.
-    heartbeat_s: float = 2.0
+    heartbeat_s: float = 1.0
     # On SIGTERM, running streams get this long to finish before Triton stops.
     drain_seconds: float = 20.0
     log_level: str = "INFO"

@@ -47,7 +47,7 @@ class CompletionModel:
     """Streams one completion per request from the shared scheduler."""
 
     def __init__(
-        self, scheduler: Scheduler, tokenizer: Tokenizer, max_len: int, vocab_size: int, heartbeat_s: float = 2.0
+        self, scheduler: Scheduler, tokenizer: Tokenizer, max_len: int, vocab_size: int, heartbeat_s: float = 1.0
     ):
         self._heartbeat_s = heartbeat_s
         self._scheduler = scheduler

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+import structlog
 import tritonclient.grpc.aio as triton
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ CANCEL_MODEL = "generation_cancel"
 class GenerationClient:
     """One shared channel to Triton; one bidirectional stream per choice."""
 
-    def __init__(self, address: str, model_name: str, idle_timeout_s: float = 10.0):
+    def __init__(self, address: str, model_name: str, idle_timeout_s: float = 5.0):
         self._model = model_name
         self._idle_timeout_s = idle_timeout_s
         self._cancels: set[asyncio.Task] = set()
@@ -155,10 +158,11 @@ def _translate_rpc(error: grpc.RpcError) -> GenerationError:
 
 
 def _translate(error: InferenceServerException) -> GenerationError:
+    """Errors Triton reports itself (model not loaded yet, server stopping, transport) mean
+    the generation service cannot serve right now: 503, or 504 for a deadline."""
     status = str(error.status() or "")
     text = str(error.message() or error)
     if "DEADLINE_EXCEEDED" in status or "Deadline" in text:
         return GenerationError(grpc.StatusCode.DEADLINE_EXCEEDED, "generation timed out")
-    if "UNAVAILABLE" in status or "failed to connect" in text.lower() or "connection" in text.lower():
-        return GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service unavailable")
-    return GenerationError(grpc.StatusCode.INTERNAL, "generation failed")
+    log.info("generation unavailable", triton_status=status[:60])
+    return GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service unavailable")

@@ -44,8 +44,8 @@ class OrchestratorSettings(BaseSettings):
     max_choices: int = 64
     # max_tokens x n x prompts: the most tokens one request may ask to generate.
     max_total_tokens: int = 32768
-    # A generation stream silent for this long is declared dead (generation heartbeats every 2 s).
-    generation_idle_timeout_s: float = 10.0
+    # A generation stream silent for this long is declared dead (generation heartbeats every 1 s).
+    generation_idle_timeout_s: float = 5.0
     # Budget for a whole request when the caller sets no gRPC deadline.
     request_timeout_s: float = 120.0
     # The most one check call may take (a stalled check service gives 504 after this).
