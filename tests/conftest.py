@@ -1,7 +1,5 @@
 """Shared fixtures. `mesh` starts the real mesh (Envoy, orchestrator, Triton) once per run."""
 
-import hashlib
-import json
 import os
 import signal
 import socket
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mesh_keys import SCOPED_KEYS, write_keys_file
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -67,22 +66,6 @@ class Mesh:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"mesh not ready after {timeout_s}s; logs:\n{self.logs()[-5000:]}")
-
-
-# Keys from the reloadable keys file (hashes only), each showing one kind of limit.
-SCOPED_KEYS = {
-    "gm-test-models-only": {"endpoints": ["models"]},
-    "gm-test-other-model": {"endpoints": ["completions"], "models": ["some-other-model"]},
-    "gm-test-slow": {"requests_per_minute": 2},
-    "gm-test-revocable": {},
-}
-
-
-def write_keys_file(path: Path, keys: dict[str, dict]) -> None:
-    entries = [{"name": k, "sha256": hashlib.sha256(k.encode()).hexdigest(), **scopes} for k, scopes in keys.items()]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"keys": entries}))
-    tmp.replace(path)  # atomic, as an operator's deploy tool would do
 
 
 @pytest.fixture(scope="session")

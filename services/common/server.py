@@ -37,6 +37,10 @@ async def serve(
         interceptors=[ObservabilityInterceptor()],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            # Envoy caps REST headers at 8 KiB (431 beyond); leave room so gRPC's own soft
+            # limit never turns a large but allowed header into a misleading error.
+            ("grpc.max_metadata_size", 16 * 1024),
+            ("grpc.absolute_max_metadata_size", 32 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
         ]

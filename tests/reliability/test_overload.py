@@ -31,7 +31,7 @@ def test_a_burst_beyond_capacity_is_refused_fast_and_drains(mesh):
     assert set(statuses) <= {200, 503}, sorted(set(statuses))
     refused = [(body, t) for status, body, t in results if status == 503]
     assert refused, "nothing was refused: the burst did not exceed capacity"
-    assert statuses.count(200) >= 64
+    assert statuses.count(200) >= 32  # at least the KV-cache slots' worth was served
     assert all(b == {"error": "generation queue is full"} for b, _ in refused)
     # Refusals are immediate, not after waiting in line.
     assert sorted(t for _, t in refused)[len(refused) // 2] < 5

@@ -7,7 +7,7 @@ import time
 import grpc
 import httpx
 import pytest
-from conftest import SCOPED_KEYS, write_keys_file
+from mesh_keys import SCOPED_KEYS, write_keys_file
 from predictionguard import PredictionGuard
 
 from guardmesh.v1 import completion_service_pb2 as pb
