@@ -482,15 +482,31 @@ async def test_unknown_query_parameter(client):
         ("GET", "/nope"),
         ("POST", "/v1/completions"),
         ("GET", "/completions/extra"),
-        ("DELETE", "/completions"),  # known path, wrong method: 404 (documented)
-        ("POST", "/readyz"),
-        ("POST", "/guardmesh.v1.CompletionService/CreateCompletion"),
+        ("POST", "/guardmesh.v1.CompletionService/CreateCompletion"),  # JSON to a gRPC path
     ],
 )
 async def test_unknown_route_is_json_404(client, fake, method, path):
     before = len(fake.calls)
     r = await client.request(method, path, json={})
     assert_json_error(r, 404)
+    assert len(fake.calls) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/completions", "GET, POST"),
+        ("POST", "/readyz", "GET"),
+        ("POST", "/models", "GET"),
+        ("PUT", "/models/completion", "GET"),
+        ("GET", "/toxicity", "POST"),
+    ],
+)
+async def test_known_path_with_the_wrong_method_is_json_405(client, fake, method, path, allow):
+    before = len(fake.calls)
+    r = await client.request(method, path, json={})
+    assert_json_error(r, 405)
+    assert r.headers["allow"] == allow
     assert len(fake.calls) == before
 
 

@@ -390,9 +390,9 @@ def test_gateway_serves_the_document_as_json(spec, tmp_path):
         assert r.headers["content-type"] == "application/json"
         assert r.json() == spec
         assert json.loads((tmp_path / "openapi.json").read_bytes()) == spec
-        # Other methods on the path are the usual JSON 404; the route never needs upstream.
+        # Other methods on the path are a JSON 405; the route never needs upstream.
         wrong = httpx.post(f"{base}/openapi.json", json={}, timeout=5)
-        assert wrong.status_code == 404 and wrong.headers["content-type"] == "application/json"
+        assert wrong.status_code == 405 and wrong.headers["content-type"] == "application/json"
         assert list(wrong.json()) == ["error"]
         # Upstream routes still go upstream (here: down, so the JSON 503).
         down = httpx.get(f"{base}/readyz", timeout=5)

@@ -411,9 +411,16 @@ def test_unknown_query_parameter(live, method, path):
 @pytest.mark.parametrize("method,path", [
     ("DELETE", "/completions"), ("PUT", "/completions"), ("PATCH", "/PII"), ("GET", "/toxicity"),
     ("POST", "/models"), ("DELETE", "/models/completion"), ("POST", "/readyz"),
-    ("POST", "/openapi.json"), ("GET", "/nope"), ("GET", "/completions/x"), ("OPTIONS", "/PII"),
+    ("POST", "/openapi.json"), ("OPTIONS", "/PII"),
 ])
-def test_wrong_methods_and_paths(live, method, path):
+def test_wrong_methods_are_405(live, method, path):
+    r = send(live, method, path, "{}")
+    assert r.status_code == 405, r.text
+    assert r.json()["error"].startswith("method not allowed") and r.headers["allow"]
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/nope"), ("GET", "/completions/x"), ("POST", "/v1/completions")])
+def test_unknown_paths_are_404(live, method, path):
     r = send(live, method, path, "{}")
     assert r.status_code == 404, r.text
     assert r.json() == {"error": "not found: no such route (method and path)"}
