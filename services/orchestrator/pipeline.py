@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
+from prometheus_client import Counter
 
 from orchestrator.check_clients import CheckError
 from orchestrator.generation_client import Delta, GenerationClient, GenerationError
@@ -18,6 +19,12 @@ from orchestrator.output_checks import OutputChecker, OutputCheckFailed, split_r
 from orchestrator.validation import CompletionJob
 
 _GOLDEN = 0x9E3779B97F4A7C15
+
+CHECKS = Counter(
+    "guardmesh_check_outcomes_total",
+    "Input and output checks asked for in /completions, by outcome (passed, refused, unavailable, timeout)",
+    ["stage", "outcome"],
+)
 
 
 class PipelineError(Exception):
@@ -69,6 +76,10 @@ def choice_seed(seed: int | None, index: int) -> int | None:
     if seed is None:
         return None
     return (seed + index * _GOLDEN) % (1 << 64)
+
+
+def _failure(error: CheckError) -> str:
+    return "timeout" if error.code == grpc.StatusCode.DEADLINE_EXCEEDED else "unavailable"
 
 
 class Budget:
@@ -130,25 +141,35 @@ class CompletionPipeline:
             await deltas.aclose()
 
     async def _verify(self, job: CompletionJob, pairs: list[tuple[str, str]], *, request_id: str, budget: Budget):
+        if not (job.output_checks.toxicity or job.output_checks.factuality):
+            return
         try:
             await self._output.verify(job.output_checks, pairs, timeout_s=budget.for_check(), request_id=request_id)
         except OutputCheckFailed as e:
+            CHECKS.labels("output", "refused").inc()
             raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         except CheckError as e:
+            CHECKS.labels("output", _failure(e)).inc()
             raise PipelineError(e.code, e.message) from None
+        CHECKS.labels("output", "passed").inc()
 
     async def _generate(
         self, job: CompletionJob, *, request_id: str, budget: Budget, usage: Usage
     ) -> AsyncIterator[ChoiceDelta]:
         """Runs the input checks, then every choice concurrently; yields deltas as they arrive."""
+        asked = bool(job.input_checks.pii or job.input_checks.block_prompt_injection)
         try:
             prompts = await self._input.protect(
                 job.input_checks, list(job.prompts), timeout_s=budget.for_check(), request_id=request_id
             )
         except InputCheckFailed as e:
+            CHECKS.labels("input", "refused").inc()
             raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         except CheckError as e:
+            CHECKS.labels("input", _failure(e)).inc()
             raise PipelineError(e.code, e.message) from None
+        if asked:
+            CHECKS.labels("input", "passed").inc()
         queue: asyncio.Queue[tuple[int, Delta | Exception | None]] = asyncio.Queue()
         choices = [(p, j) for p in range(len(job.prompts)) for j in range(job.n)]
 

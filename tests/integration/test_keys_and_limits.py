@@ -101,3 +101,27 @@ def test_revoking_a_key_lets_the_running_request_finish_and_refuses_the_next(mes
         assert call(mesh, "POST", "/completions", key, {"model": MODEL, "prompt": "x"}).status_code == 401
     finally:
         write_keys_file(mesh.keys_file, SCOPED_KEYS)
+
+
+def test_metrics_are_not_on_the_public_listener_but_on_their_own_port(mesh):
+    assert call(mesh, "GET", "/metrics", mesh.api_key).status_code == 404
+    port = mesh.env["ORCHESTRATOR_METRICS_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'guardmesh_grpc_requests_total{code="OK",method="ListModels"}' in text
+    assert "guardmesh_check_outcomes_total" in text or "guardmesh_grpc_request_seconds_bucket" in text
+
+
+def test_grpc_callers_are_rate_limited_too(mesh):
+    channel = grpc.insecure_channel(mesh.orchestrator_address)
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    codes = []
+    for _ in range(4):  # the slow key allows 2 a minute (its bucket may already be empty)
+        try:
+            models.ListModels(model_service_pb2.ListModelsRequest(),
+                              metadata=[("authorization", "Bearer gm-test-slow")], timeout=30)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as e:
+            codes.append(e.code())
+            assert e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or dict(e.trailing_metadata())["retry-after"]
+    assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    channel.close()
