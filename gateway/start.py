@@ -13,6 +13,7 @@ Configuration comes from the environment (defaults in brackets):
   GUARDMESH_GATEWAY_MAX_BODY     request body limit in bytes      [1048576]
   GUARDMESH_GATEWAY_IDLE_TIMEOUT stream idle timeout in seconds   [300]
   GUARDMESH_GATEWAY_CONNECT_TIMEOUT upstream connect timeout, s   [1]
+  GUARDMESH_GATEWAY_REQUEST_TIMEOUT whole request must arrive in, s [30]
   GUARDMESH_ENVOY_LOG_LEVEL      Envoy log level                  [warn]
   GUARDMESH_ENVOY_CONCURRENCY    Envoy worker threads             [Envoy's default: one per core]
 
@@ -141,6 +142,7 @@ def settings(openapi_path: Path | None = None) -> dict[str, str]:
         ),
         "IDLE_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_IDLE_TIMEOUT", 300)),
         "CONNECT_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_CONNECT_TIMEOUT", 1)),
+        "REQUEST_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_REQUEST_TIMEOUT", 30)),
         "OPENAPI_JSON": str(openapi_path or _config_path().with_name("openapi.json")),
         "OPENAPI_MAX_BYTES": str(OPENAPI_MAX_BYTES),
     }

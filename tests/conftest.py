@@ -103,6 +103,8 @@ def mesh(tmp_path_factory) -> Mesh:
         "GUARDMESH_KEYS_FILE": str(keys_file),
         # A small waiting queue so the overload test can fill it with a modest burst.
         "GENERATION_MAX_WAITING": "32",
+        # Short, so the slow-client test need not wait the default 30 s.
+        "GUARDMESH_GATEWAY_REQUEST_TIMEOUT": "3",
         "GUARDMESH_MODEL_DIR": str(model_dir),
         "PYTHONPATH": str(REPO / "services"),
     }
