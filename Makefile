@@ -13,7 +13,7 @@ export GUARDMESH_MODEL_DIR
 PROTOS := $(shell find protos -name '*.proto')
 DESCRIPTOR := build/guardmesh.pb
 
-.PHONY: run test test-unit bench proto models venv lint clean
+.PHONY: run test test-unit bench soak proto models venv lint clean
 
 run: venv proto models
 	$(PY) deploy/local/run.py
@@ -26,6 +26,10 @@ test-unit: venv proto
 
 bench: venv proto models
 	GUARDMESH_BENCH=1 $(PY) -m pytest -q -s tests/bench -p no:cacheprovider --timeout=3600
+
+# Minutes of mixed load: latency per minute, memory and fds per process (not part of make test).
+soak: venv proto models
+	GUARDMESH_SOAK=1 $(PY) -m pytest -q -s tests/reliability/test_soak.py -p no:cacheprovider --timeout=0
 
 venv: $(VENV)/.installed
 
