@@ -19,6 +19,7 @@ run: venv proto models
 	$(PY) deploy/local/run.py
 
 test: venv proto models
+	$(PY) -m ruff check services tests deploy gateway
 	$(PY) -m pytest -q
 
 test-unit: venv proto

@@ -104,9 +104,7 @@ def openapi_json() -> bytes:
     try:
         import yaml  # PyYAML
     except ImportError:
-        raise ConfigError(
-            "PyYAML is needed to serve /openapi.json: install it (`make venv`)"
-        ) from None
+        raise ConfigError("PyYAML is needed to serve /openapi.json: install it (`make venv`)") from None
     try:
         spec = yaml.safe_load(OPENAPI.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -123,10 +121,7 @@ def settings(openapi_path: Path | None = None) -> dict[str, str]:
     """The template values, from the environment, validated."""
     descriptor = Path(_env("GUARDMESH_DESCRIPTOR", str(REPO / "build" / "guardmesh.pb")))
     if not descriptor.is_file():
-        raise ConfigError(
-            f"descriptor set {descriptor} does not exist: run `make proto` "
-            "or set GUARDMESH_DESCRIPTOR"
-        )
+        raise ConfigError(f"descriptor set {descriptor} does not exist: run `make proto` or set GUARDMESH_DESCRIPTOR")
     _safe_path("descriptor", descriptor)
     listen_host = _host("GUARDMESH_LISTEN_HOST", "127.0.0.1")
     orchestrator_host = _host("GUARDMESH_ORCHESTRATOR_HOST", "127.0.0.1")
@@ -137,9 +132,7 @@ def settings(openapi_path: Path | None = None) -> dict[str, str]:
         "ORCHESTRATOR_HOST": f'"{orchestrator_host}"',
         "ORCHESTRATOR_PORT": _port("GUARDMESH_ORCHESTRATOR_PORT", 50051),
         "DESCRIPTOR": str(descriptor.resolve()),
-        "MAX_REQUEST_BYTES": str(
-            int(_positive("GUARDMESH_GATEWAY_MAX_BODY", 1024 * 1024, integer=True))
-        ),
+        "MAX_REQUEST_BYTES": str(int(_positive("GUARDMESH_GATEWAY_MAX_BODY", 1024 * 1024, integer=True))),
         "IDLE_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_IDLE_TIMEOUT", 300)),
         "CONNECT_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_CONNECT_TIMEOUT", 1)),
         "REQUEST_TIMEOUT": _duration(_positive("GUARDMESH_GATEWAY_REQUEST_TIMEOUT", 30)),

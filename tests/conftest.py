@@ -49,7 +49,10 @@ class Mesh:
     def supervisorctl(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.run_dir / "supervisord.conf"), *args],
-            capture_output=True, text=True, timeout=30, env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=self.env,
         )
         return result.stdout.strip()
 
@@ -70,7 +73,9 @@ class Mesh:
 
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory) -> Mesh:
-    model_dir = Path(os.environ.get("GUARDMESH_MODEL_DIR", Path.home() / ".cache/guardmesh/models/smollm2-135m-instruct-int8"))
+    model_dir = Path(
+        os.environ.get("GUARDMESH_MODEL_DIR", Path.home() / ".cache/guardmesh/models/smollm2-135m-instruct-int8")
+    )
     if not (model_dir / "provenance.json").exists():
         pytest.fail(f"no model in {model_dir}: run `make models` (make test does)")
     run_dir = tmp_path_factory.mktemp("mesh")
@@ -110,7 +115,10 @@ def mesh(tmp_path_factory) -> Mesh:
     }
     process = subprocess.Popen(
         [sys.executable, str(REPO / "deploy/local/run.py")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     mesh = Mesh(
         base_url=f"http://127.0.0.1:{ports['GUARDMESH_LISTEN_PORT']}",

@@ -90,9 +90,7 @@ def main() -> int:
         env["GUARDMESH_API_KEYS"] = "gm-dev-" + secrets.token_urlsafe(24)
         print(f"GUARDMESH_API_KEYS is unset; development key: {env['GUARDMESH_API_KEYS']}", flush=True)
     config = render_config(env)
-    supervisord = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)], env=env
-    )
+    supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(config)], env=env)
 
     def stop(signum, frame):
         supervisord.send_signal(signal.SIGTERM)

@@ -53,11 +53,7 @@ class MiniLMEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if device == "cuda"
-            else ["CPUExecutionProvider"]
-        )
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self._session = ort.InferenceSession(str(model_path), options, providers=providers)
         self._sub_batch = sub_batch
 
@@ -72,11 +68,7 @@ class MiniLMEmbedder:
         groups: list[list[int]] = []
         for i in order:
             n = len(encodings[i].ids)
-            if (
-                groups
-                and len(groups[-1]) < self._sub_batch
-                and n <= 1.5 * len(encodings[groups[-1][0]].ids) + 8
-            ):
+            if groups and len(groups[-1]) < self._sub_batch and n <= 1.5 * len(encodings[groups[-1][0]].ids) + 8:
                 groups[-1].append(i)
             else:
                 groups.append([i])

@@ -3,14 +3,14 @@
 import asyncio
 
 import structlog
+
 from common.batcher import MicroBatcher
 from common.logging import configure_logging
 from common.server import serve
-from guardmesh.factuality.v1 import factuality_service_pb2, factuality_service_pb2_grpc
-
 from factuality.scorer import EmbeddingScorer, Pair, ScoringParams
 from factuality.servicer import FactualityServicer
 from factuality.settings import FactualitySettings
+from guardmesh.factuality.v1 import factuality_service_pb2, factuality_service_pb2_grpc
 
 log = structlog.get_logger()
 
@@ -33,9 +33,7 @@ async def run(settings: FactualitySettings) -> None:
             EmbeddingScorer.load, device=settings.device, threads=settings.threads, params=params
         )
         await asyncio.to_thread(scorer.score, [Pair("Warm-up reference.", "Warm-up text.")])
-        servicer.batcher = MicroBatcher(
-            "factuality", scorer.score, settings.max_batch, settings.max_wait_s
-        )
+        servicer.batcher = MicroBatcher("factuality", scorer.score, settings.max_batch, settings.max_wait_s)
         log.info("model loaded", seconds=round(asyncio.get_running_loop().time() - started, 2))
 
     async def on_stop() -> None:
@@ -46,11 +44,7 @@ async def run(settings: FactualitySettings) -> None:
         host=settings.host,
         port=settings.port,
         metrics_port=settings.metrics_port,
-        register=[
-            lambda server: factuality_service_pb2_grpc.add_FactualityServiceServicer_to_server(
-                servicer, server
-            )
-        ],
+        register=[lambda server: factuality_service_pb2_grpc.add_FactualityServiceServicer_to_server(servicer, server)],
         service_names=[SERVICE_NAME],
         warm_up=warm_up,
         on_stop=on_stop,

@@ -96,9 +96,7 @@ _NUMBER = re.compile(
     r"(?:\s*(?P<unit>%|°[cf]|per cent|[a-z]+)\b|(?P<pct>%))?",
     re.IGNORECASE,
 )
-_WORD_NUMBER = re.compile(
-    r"\b(" + "|".join(_NUMBER_WORDS) + r")\b(?:\s+(?P<unit>[a-z]+))?", re.IGNORECASE
-)
+_WORD_NUMBER = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b(?:\s+(?P<unit>[a-z]+))?", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][\w'’-]*")
 # Capitalised words that are not names wherever they stand.
 _NOT_NAMES = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "yes", "no", "the", "a", "an"}
@@ -132,9 +130,7 @@ def extract_numbers(text: str) -> list[Number]:
     """Numbers in text with their normalised value and canonical unit (None when there is none)."""
     out: list[Number] = []
     for m in _NUMBER.finditer(text):
-        value = float(
-            m.group("num").replace(",", "") + ("." + m.group("frac") if m.group("frac") else "")
-        )
+        value = float(m.group("num").replace(",", "") + ("." + m.group("frac") if m.group("frac") else ""))
         if m.group("scale"):
             value *= _SCALES[m.group("scale").lower()]
         unit = _unit(m.group("unit")) or ("percent" if m.group("pct") else None)

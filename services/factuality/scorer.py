@@ -27,9 +27,7 @@ from factuality.facts import ReferenceFacts, extract
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
 _CLAUSE_BREAK = re.compile(r"[,;:]\s+|\s+(?:and|but|while|whose|which|who)\s+")
-_NEGATION = re.compile(
-    r"\b(not|no|never|none|nobody|nothing|neither|nor|cannot|without)\b|n't\b", re.IGNORECASE
-)
+_NEGATION = re.compile(r"\b(not|no|never|none|nobody|nothing|neither|nor|cannot|without)\b|n't\b", re.IGNORECASE)
 
 
 class InvalidInput(ValueError):
@@ -68,9 +66,7 @@ def check_pairs(pairs: list[Pair], *, max_pairs: int, max_chars: int) -> None:
             if not value.strip():
                 raise InvalidInput(f"pairs[{i}].{name} must not be empty")
             if len(value) > max_chars:
-                raise InvalidInput(
-                    f"pairs[{i}].{name} is too long: {len(value)} > {max_chars} characters"
-                )
+                raise InvalidInput(f"pairs[{i}].{name} is too long: {len(value)} > {max_chars} characters")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -113,9 +109,7 @@ def combine(sentence_scores: list[float], params: ScoringParams) -> float:
     if not sentence_scores:
         return 0.0
     s = np.asarray(sentence_scores, dtype=np.float64)
-    return float(
-        np.clip(params.min_weight * s.min() + (1 - params.min_weight) * s.mean(), 0.0, 1.0)
-    )
+    return float(np.clip(params.min_weight * s.min() + (1 - params.min_weight) * s.mean(), 0.0, 1.0))
 
 
 class EmbeddingScorer:

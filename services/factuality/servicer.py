@@ -5,13 +5,13 @@ import time
 
 import grpc
 import structlog
-from common.batcher import MicroBatcher
-from guardmesh.factuality.v1 import factuality_service_pb2 as pb
-from guardmesh.factuality.v1 import factuality_service_pb2_grpc
 from prometheus_client import Counter, Histogram
 
+from common.batcher import MicroBatcher
 from factuality.scorer import InvalidInput, Pair, check_pairs
 from factuality.settings import FactualitySettings
+from guardmesh.factuality.v1 import factuality_service_pb2 as pb
+from guardmesh.factuality.v1 import factuality_service_pb2_grpc
 
 log = structlog.get_logger()
 
@@ -39,18 +39,14 @@ class FactualityServicer(factuality_service_pb2_grpc.FactualityServiceServicer):
         # Set by warm-up once the model is loaded; health is NOT_SERVING until then.
         self.batcher: MicroBatcher[Pair, float] | None = None
 
-    async def Score(
-        self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreResponse:
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         started = time.perf_counter()
         pairs = [Pair(reference=p.reference, text=p.text) for p in request.pairs]
         if self.batcher is None:
             REQUESTS.labels("unavailable").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "embedding model is still loading")
         try:
-            check_pairs(
-                pairs, max_pairs=self._settings.max_pairs, max_chars=self._settings.max_text_chars
-            )
+            check_pairs(pairs, max_pairs=self._settings.max_pairs, max_chars=self._settings.max_text_chars)
             # shield: a cancelled caller must not cancel the batcher's future (the worker thread
             # would die on set_result of a cancelled future); the batch result is just dropped.
             pending = asyncio.shield(self.batcher.submit(pairs))
@@ -60,9 +56,7 @@ class FactualityServicer(factuality_service_pb2_grpc.FactualityServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except TimeoutError:
             REQUESTS.labels("deadline_exceeded").inc()
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "factuality scoring ran past the deadline"
-            )
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "factuality scoring ran past the deadline")
         except Exception:
             REQUESTS.labels("error").inc()
             log.exception("factuality scoring failed", pairs=len(pairs))

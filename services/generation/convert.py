@@ -123,9 +123,7 @@ def gguf_to_hf(gguf: Path, hf_dir: Path) -> dict[str, Any]:
     # Heavy imports stay local so `--help` and the up-to-date check are fast.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype="float32"
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
     # The GGUF quantizer is only a loader; it makes save_pretrained refuse / write odd config.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -333,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="output dir (default: $GUARDMESH_MODEL_DIR or "
-        f"~/.cache/guardmesh/models/{DEFAULT_SUBDIR})",
+        help=f"output dir (default: $GUARDMESH_MODEL_DIR or ~/.cache/guardmesh/models/{DEFAULT_SUBDIR})",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the builder's log")

@@ -135,9 +135,9 @@ class OnnxCausalLM:
         logits_out = next(o for o in self._session.get_outputs() if o.name == "logits")
         info = self._read_json("model_info.json")
         self.vocab_size: int = self._dim(logits_out.shape[2], info.get("vocab_size"), "vocab size")
-        ctx = info.get("max_position_embeddings") or self._read_json("genai_config.json").get(
-            "model", {}
-        ).get("context_length")
+        ctx = info.get("max_position_embeddings") or self._read_json("genai_config.json").get("model", {}).get(
+            "context_length"
+        )
         if ctx and max_len > int(ctx):
             raise ValueError(f"max_len {max_len} exceeds the model's context length {ctx}")
         self._kv_dtype = np.float16 if "float16" in past[(0, "key")].type else np.float32
@@ -152,13 +152,9 @@ class OnnxCausalLM:
         self._kv: list[tuple[str, str, ort.OrtValue]] = []
         for layer in range(self.num_layers):
             for kind in ("key", "value"):
-                buf = ort.OrtValue.ortvalue_from_shape_and_type(
-                    shape, self._kv_dtype, device, self._device_id
-                )
+                buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, self._kv_dtype, device, self._device_id)
                 self._kv.append((f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}", buf))
-        self._row_bytes = (
-            self.kv_heads * max_len * self.head_dim * np.dtype(self._kv_dtype).itemsize
-        )
+        self._row_bytes = self.kv_heads * max_len * self.head_dim * np.dtype(self._kv_dtype).itemsize
         self._bindings: dict[tuple[int, int], ort.IOBinding] = {}
 
     # ------------------------------------------------------------------ public API
@@ -177,9 +173,7 @@ class OnnxCausalLM:
             raise ValueError("prefill needs at least one token")
         start = int(self._lengths[slot])
         if start + ids.size > self.max_len:
-            raise ValueError(
-                f"slot {slot}: {start} + {ids.size} tokens exceed max_len {self.max_len}"
-            )
+            raise ValueError(f"slot {slot}: {start} + {ids.size} tokens exceed max_len {self.max_len}")
         logits: np.ndarray | None = None
         # Equal-sized chunks: a 1-token tail chunk would take the decode kernels, whose
         # int8 numerics differ slightly from the prompt path (deterministic either way).
@@ -241,9 +235,7 @@ class OnnxCausalLM:
 
     # ------------------------------------------------------------------ internals
 
-    def _run(
-        self, input_ids: np.ndarray, mask: np.ndarray, first_row: int, rows: int
-    ) -> np.ndarray:
+    def _run(self, input_ids: np.ndarray, mask: np.ndarray, first_row: int, rows: int) -> np.ndarray:
         """Run the graph on cache rows [first_row, first_row + rows); return logits
         [rows, seq, vocab] as a host numpy array."""
         io = self._binding(first_row, rows)

@@ -58,10 +58,7 @@ def apply_penalties_and_bias(
         rows = np.flatnonzero((params.frequency_penalty != 0) | (params.presence_penalty != 0))
         if rows.size:
             c = counts[rows]
-            out[rows] -= (
-                params.frequency_penalty[rows, None] * c
-                + params.presence_penalty[rows, None] * (c > 0)
-            )
+            out[rows] -= params.frequency_penalty[rows, None] * c + params.presence_penalty[rows, None] * (c > 0)
     if bias is not None:
         out += bias
     return out

@@ -82,9 +82,7 @@ class Sequence:
 class Scheduler:
     """Owns the model; everything that touches it runs on the scheduler thread."""
 
-    def __init__(
-        self, model: LanguageModel, eos_token_ids: set[int], max_waiting: int = 256, prefill_chunk: int = 256
-    ):
+    def __init__(self, model: LanguageModel, eos_token_ids: set[int], max_waiting: int = 256, prefill_chunk: int = 256):
         self._model = model
         self._prefill_chunk = prefill_chunk
         self._prefilling: list[Sequence] = []  # admitted, prompt not fully prefilled yet
@@ -127,9 +125,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def submit(
-        self, prompt_ids: list[int], max_tokens: int, params: SamplingParams, sink: TokenSink
-    ) -> Sequence:
+    def submit(self, prompt_ids: list[int], max_tokens: int, params: SamplingParams, sink: TokenSink) -> Sequence:
         """Queues a sequence; its tokens arrive through `sink`. Thread-safe."""
         if self.draining:
             raise Overloaded("generation service is shutting down")

@@ -85,7 +85,10 @@ class CompletionModel:
             return
         if n_prompt + req.max_tokens > self._max_len:
             yield _response(
-                "", n_prompt, 0, "error",
+                "",
+                n_prompt,
+                0,
+                "error",
                 f"INVALID_ARGUMENT: this model's maximum context length is {self._max_len} tokens, "
                 f"however you requested {n_prompt + req.max_tokens} tokens "
                 f"({n_prompt} in the prompt, {req.max_tokens} for the completion)",

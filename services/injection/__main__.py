@@ -57,9 +57,7 @@ async def run(settings: InjectionSettings) -> None:
                 InjectionServicer(classifier, settings.threshold), server
             )
         ],
-        service_names=[
-            injection_service_pb2.DESCRIPTOR.services_by_name["InjectionService"].full_name
-        ],
+        service_names=[injection_service_pb2.DESCRIPTOR.services_by_name["InjectionService"].full_name],
         warm_up=warm_up,
         on_stop=on_stop,
     )

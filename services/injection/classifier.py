@@ -46,9 +46,7 @@ def windows(tokens: Sequence[int], *, bos: int, length: int, stride: int) -> lis
     return [[bos, *tokens[s : s + body]] for s in starts]
 
 
-def pad_rows(
-    rows: Sequence[Sequence[int]], *, length: int, pad: int
-) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(rows: Sequence[Sequence[int]], *, length: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pads rows: (input_ids int64 [B, length], attention_mask bool [B, length])."""
     ids = np.full((len(rows), length), pad, dtype=np.int64)
     mask = np.zeros((len(rows), length), dtype=bool)
@@ -148,9 +146,7 @@ class OnnxInjectionModel:
         options.inter_op_num_threads = 1
         # No busy-waiting between calls: the CPU is shared with the other services.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            str(self._dir / self._file), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(str(self._dir / self._file), options, providers=["CPUExecutionProvider"])
         self.score_rows(self.rows("warm-up"))
 
     @property
@@ -160,9 +156,7 @@ class OnnxInjectionModel:
     def rows(self, text: str) -> list[list[int]]:
         if self._enc is None:
             raise RuntimeError("OnnxInjectionModel.load() was not called")
-        return windows(
-            self._enc.encode_ordinary(text), bos=self._bos, length=self._length, stride=self._stride
-        )
+        return windows(self._enc.encode_ordinary(text), bos=self._bos, length=self._length, stride=self._stride)
 
     def score_rows(self, rows: list[list[int]]) -> list[float]:
         if self._session is None:
@@ -170,9 +164,7 @@ class OnnxInjectionModel:
         out: list[float] = []
         for i in range(0, len(rows), self._chunk):
             ids, mask = pad_rows(rows[i : i + self._chunk], length=self._length, pad=self._pad)
-            probs = self._session.run(
-                ["probabilities"], {"input_ids": ids, "attention_mask": mask}
-            )[0]
+            probs = self._session.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0]
             out.extend(float(p) for p in np.clip(probs[:, 1], 0.0, 1.0))
         return out
 

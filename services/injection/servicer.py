@@ -8,7 +8,8 @@ import grpc
 import structlog
 from prometheus_client import Counter, Histogram
 
-from guardmesh.injection.v1 import injection_service_pb2 as pb, injection_service_pb2_grpc
+from guardmesh.injection.v1 import injection_service_pb2 as pb
+from guardmesh.injection.v1 import injection_service_pb2_grpc
 from injection.classifier import InjectionClassifier, InvalidInput
 
 log = structlog.get_logger()
@@ -28,9 +29,7 @@ class InjectionServicer(injection_service_pb2_grpc.InjectionServiceServicer):
         self._classifier = classifier
         self._threshold = threshold
 
-    async def Classify(
-        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ClassifyResponse:
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         start = time.perf_counter()
         n = len(request.texts)
         try:

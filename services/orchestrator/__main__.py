@@ -18,8 +18,8 @@ from guardmesh.v1 import (
 )
 from orchestrator.auth import KeyStore, RateLimiter
 from orchestrator.check_clients import FactualityClient, InjectionClient, PiiClient, ToxicityClient
-from orchestrator.input_checks import InputChecker
 from orchestrator.generation_client import GenerationClient
+from orchestrator.input_checks import InputChecker
 from orchestrator.output_checks import OutputChecker
 from orchestrator.pipeline import CompletionPipeline
 from orchestrator.servicer import CheckServicer, CompletionServicer, Gatekeeper, ModelServicer, ReadinessServicer
@@ -65,7 +65,10 @@ async def run(settings: OrchestratorSettings) -> None:
             await client.close()
 
     servicers = [
-        (completion_service_pb2_grpc.add_CompletionServiceServicer_to_server, CompletionServicer(settings, gate, pipeline)),
+        (
+            completion_service_pb2_grpc.add_CompletionServiceServicer_to_server,
+            CompletionServicer(settings, gate, pipeline),
+        ),
         (model_service_pb2_grpc.add_ModelServiceServicer_to_server, ModelServicer(settings, gate)),
         (
             check_service_pb2_grpc.add_CheckServiceServicer_to_server,

@@ -85,7 +85,6 @@ class CheckClient:
             return CheckError(code, error.details() or f"invalid input for the {self.name} check")
         return CheckError(grpc.StatusCode.UNAVAILABLE, f"{self.name} check unavailable")
 
-
     @staticmethod
     def _metadata(request_id: str):
         return [("x-request-id", request_id)] if request_id else None
@@ -113,7 +112,8 @@ class PiiClient(CheckClient):
         try:
             response = await self._stub.Analyze(
                 pii_service_pb2.AnalyzeRequest(texts=texts, excluded_entities=excluded),
-                timeout=timeout_s, metadata=self._metadata(request_id),
+                timeout=timeout_s,
+                metadata=self._metadata(request_id),
             )
         except grpc.RpcError as e:
             raise self._error(e) from None
@@ -126,7 +126,8 @@ class PiiClient(CheckClient):
         try:
             response = await self._stub.Anonymize(
                 pii_service_pb2.AnonymizeRequest(texts=texts, method=PII_METHODS[method], excluded_entities=excluded),
-                timeout=timeout_s, metadata=self._metadata(request_id),
+                timeout=timeout_s,
+                metadata=self._metadata(request_id),
             )
         except grpc.RpcError as e:
             raise self._error(e) from None
@@ -144,7 +145,8 @@ class InjectionClient(CheckClient):
         """Probability in [0, 1] that each text is a prompt-injection attack."""
         try:
             response = await self._stub.Classify(
-                injection_service_pb2.ClassifyRequest(texts=texts), timeout=timeout_s,
+                injection_service_pb2.ClassifyRequest(texts=texts),
+                timeout=timeout_s,
                 metadata=self._metadata(request_id),
             )
         except grpc.RpcError as e:
@@ -163,7 +165,8 @@ class ToxicityClient(CheckClient):
         """Toxicity in [0, 1] per text (one batched call)."""
         try:
             response = await self._stub.Score(
-                toxicity_service_pb2.ScoreRequest(texts=texts), timeout=timeout_s,
+                toxicity_service_pb2.ScoreRequest(texts=texts),
+                timeout=timeout_s,
                 metadata=self._metadata(request_id),
             )
         except grpc.RpcError as e:
@@ -178,17 +181,13 @@ class FactualityClient(CheckClient):
         super().__init__(address)
         self._stub = factuality_service_pb2_grpc.FactualityServiceStub(self._channel)
 
-    async def score(
-        self, pairs: list[tuple[str, str]], *, timeout_s: float, request_id: str = ""
-    ) -> list[float]:
+    async def score(self, pairs: list[tuple[str, str]], *, timeout_s: float, request_id: str = "") -> list[float]:
         """Support in [0, 1] of each (reference, text) pair (one batched call)."""
         request = factuality_service_pb2.ScoreRequest(
             pairs=[factuality_service_pb2.Pair(reference=r, text=t) for r, t in pairs]
         )
         try:
-            response = await self._stub.Score(
-                request, timeout=timeout_s, metadata=self._metadata(request_id)
-            )
+            response = await self._stub.Score(request, timeout=timeout_s, metadata=self._metadata(request_id))
         except grpc.RpcError as e:
             raise self._error(e) from None
         return list(response.scores)

@@ -75,9 +75,7 @@ class GenerationClient:
         except InferenceServerException:
             return False
 
-    async def stream(
-        self, prompt: str, parameters: dict, *, request_id: str, timeout_s: float
-    ) -> AsyncIterator[Delta]:
+    async def stream(self, prompt: str, parameters: dict, *, request_id: str, timeout_s: float) -> AsyncIterator[Delta]:
         """Yields deltas until the one with a finish_reason; raises GenerationError on failure.
 
         If the caller stops early (client gone, deadline, another choice failed), the
@@ -135,7 +133,6 @@ class GenerationClient:
                 self._cancels.add(task)
                 task.add_done_callback(self._cancels.discard)
         raise GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service ended the stream early")
-
 
     async def _cancel(self, request_id: str) -> None:
         try:

@@ -18,9 +18,7 @@ class InputChecker:
         self._injection = injection
         self._injection_threshold = injection_threshold
 
-    async def protect(
-        self, checks: InputChecks, prompts: list[str], *, timeout_s: float, request_id: str
-    ) -> list[str]:
+    async def protect(self, checks: InputChecks, prompts: list[str], *, timeout_s: float, request_id: str) -> list[str]:
         """Returns the prompts to generate from (rewritten when `pii: replace`).
 
         Raises InputCheckFailed when a prompt is refused, CheckError when a check cannot run.

@@ -132,7 +132,7 @@ class CompletionPipeline:
                 if delta.echoed:  # the prompt itself is not checked: send it at once
                     yield ChoiceDelta(delta.index, delta.echoed)
                 prompt = job.prompts[delta.index // job.n]
-                text = held.get(delta.index, "") + delta.text[len(delta.echoed):]
+                text = held.get(delta.index, "") + delta.text[len(delta.echoed) :]
                 release, held[delta.index] = (text, "") if delta.finish_reason else split_releasable(text)
                 if release or delta.finish_reason:
                     await self._verify(job, [(prompt, release)], request_id=request_id, budget=budget)
@@ -222,7 +222,7 @@ class CompletionPipeline:
         async for delta in deltas:
             choice = completion.choices[delta.index]
             choice.text += delta.text
-            generated[delta.index] += delta.text[len(delta.echoed):]
+            generated[delta.index] += delta.text[len(delta.echoed) :]
             if delta.finish_reason:
                 choice.finish_reason = delta.finish_reason
         pairs = [(job.prompts[i // job.n], text) for i, text in enumerate(generated)]

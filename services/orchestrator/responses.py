@@ -35,8 +35,7 @@ def completion_response(completion: Completion, *, id: str, model: str, created:
         created=created,
         model=model,
         choices=[
-            pb.CompletionChoice(index=c.index, text=c.text, finish_reason=c.finish_reason)
-            for c in completion.choices
+            pb.CompletionChoice(index=c.index, text=c.text, finish_reason=c.finish_reason) for c in completion.choices
         ],
         usage=_usage(completion.usage),
     )

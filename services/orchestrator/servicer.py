@@ -13,12 +13,14 @@ from google.api import httpbody_pb2
 from guardmesh.v1 import (
     check_service_pb2,
     check_service_pb2_grpc,
-    completion_service_pb2 as pb,
     completion_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
     readiness_service_pb2,
     readiness_service_pb2_grpc,
+)
+from guardmesh.v1 import (
+    completion_service_pb2 as pb,
 )
 from orchestrator import responses
 from orchestrator.auth import ApiKey, KeyStore, RateLimiter, bearer_token
@@ -59,7 +61,9 @@ async def request_budget(context: grpc.aio.ServicerContext, settings: Orchestrat
         except ValueError:
             asked = float("nan")
         if not 0 < asked < float("inf"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "x-request-timeout must be a positive number of seconds")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "x-request-timeout must be a positive number of seconds"
+            )
         budget = min(budget, asked)
     return budget
 
@@ -103,7 +107,11 @@ class Gatekeeper:
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     """The id the interceptor bound for this call (Envoy's x-request-id), carried to every hop."""
-    return structlog.contextvars.get_contextvars().get("request_id") or _metadata(context).get("x-request-id") or uuid.uuid4().hex
+    return (
+        structlog.contextvars.get_contextvars().get("request_id")
+        or _metadata(context).get("x-request-id")
+        or uuid.uuid4().hex
+    )
 
 
 class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
@@ -124,7 +132,9 @@ class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
         log.info("completion", choices=len(job.prompts) * job.n, stream=job.stream, max_tokens=job.sampling.max_tokens)
         return job, request_id, budget
 
-    async def _complete(self, job: CompletionJob, request_id: str, budget: float, context) -> pb.CreateCompletionResponse:
+    async def _complete(
+        self, job: CompletionJob, request_id: str, budget: float, context
+    ) -> pb.CreateCompletionResponse:
         try:
             completion = await self._pipeline.complete(job, request_id=request_id, timeout_s=budget)
         except PipelineError as e:
@@ -199,9 +209,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         await self._gate.check(context, "models")
         capability = request.capability
         if capability and capability not in CAPABILITIES:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"unknown capability; use one of {', '.join(CAPABILITIES)}"
-            )
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown capability; use one of {', '.join(CAPABILITIES)}")
         models = []
         if capability in ("", "completion"):
             models.append(
@@ -221,8 +229,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
     """The standalone checks (`POST /toxicity`, ...), served by the same check services."""
 
-    def __init__(self, settings: OrchestratorSettings, gate: Gatekeeper, pii: PiiClient, injection: InjectionClient,
-                 toxicity: ToxicityClient, factuality: FactualityClient):
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        gate: Gatekeeper,
+        pii: PiiClient,
+        injection: InjectionClient,
+        toxicity: ToxicityClient,
+        factuality: FactualityClient,
+    ):
         self._settings = settings
         self._gate = gate
         self._pii = pii
@@ -252,7 +267,9 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
                     [request.prompt], method, excluded, timeout_s=budget, request_id=request_id
                 )
             else:
-                [entities] = await self._pii.analyze([request.prompt], excluded, timeout_s=budget, request_id=request_id)
+                [entities] = await self._pii.analyze(
+                    [request.prompt], excluded, timeout_s=budget, request_id=request_id
+                )
                 check.pii_types_and_positions.extend(
                     check_service_pb2.PiiEntity(type=e.type, start=e.start, end=e.end, score=e.score) for e in entities
                 )
@@ -273,7 +290,9 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         except CheckError as e:
             await context.abort(e.code, e.message)
         return check_service_pb2.CheckInjectionResponse(
-            id="inj-" + secrets.token_hex(12), object="injection_check", created=responses.now(),
+            id="inj-" + secrets.token_hex(12),
+            object="injection_check",
+            created=responses.now(),
             checks=[check_service_pb2.InjectionCheck(index=0, probability=probability, status="success")],
         )
 
@@ -282,12 +301,15 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         if not request.text.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is required")
         try:
-            [score] = await self._toxicity.score([request.text], timeout_s=self._budget(context),
-                                                 request_id=_request_id(context))
+            [score] = await self._toxicity.score(
+                [request.text], timeout_s=self._budget(context), request_id=_request_id(context)
+            )
         except CheckError as e:
             await context.abort(e.code, e.message)
         return check_service_pb2.CheckToxicityResponse(
-            id="toxi-" + secrets.token_hex(12), object="toxicity.check", created=responses.now(),
+            id="toxi-" + secrets.token_hex(12),
+            object="toxicity.check",
+            created=responses.now(),
             checks=[check_service_pb2.ScoreCheck(index=0, score=score, status="success")],
         )
 
@@ -296,12 +318,15 @@ class CheckServicer(check_service_pb2_grpc.CheckServiceServicer):
         if not request.reference.strip() or not request.text.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reference and text are required")
         try:
-            [score] = await self._factuality.score([(request.reference, request.text)],
-                                                   timeout_s=self._budget(context), request_id=_request_id(context))
+            [score] = await self._factuality.score(
+                [(request.reference, request.text)], timeout_s=self._budget(context), request_id=_request_id(context)
+            )
         except CheckError as e:
             await context.abort(e.code, e.message)
         return check_service_pb2.CheckFactualityResponse(
-            id="fact-" + secrets.token_hex(12), object="factuality.check", created=responses.now(),
+            id="fact-" + secrets.token_hex(12),
+            object="factuality.check",
+            created=responses.now(),
             checks=[check_service_pb2.ScoreCheck(index=0, score=score, status="success")],
         )
 

@@ -130,9 +130,7 @@ def validate(request: pb.CreateCompletionRequest, settings: OrchestratorSettings
     if not 1 <= n <= settings.max_n:
         raise InvalidRequest(f"n must be between 1 and {settings.max_n}, got {n}")
     if len(prompts) * n > settings.max_choices:
-        raise InvalidRequest(
-            f"prompts x n must be at most {settings.max_choices}, got {len(prompts)} x {n}"
-        )
+        raise InvalidRequest(f"prompts x n must be at most {settings.max_choices}, got {len(prompts)} x {n}")
 
     if request.HasField("max_tokens"):
         max_tokens = request.max_tokens
@@ -207,7 +205,5 @@ def validate(request: pb.CreateCompletionRequest, settings: OrchestratorSettings
             entity_list=tuple(checks.entity_list),
             block_prompt_injection=checks.block_prompt_injection,
         ),
-        output_checks=OutputChecks(
-            toxicity=request.output.toxicity, factuality=request.output.factuality
-        ),
+        output_checks=OutputChecks(toxicity=request.output.toxicity, factuality=request.output.factuality),
     )

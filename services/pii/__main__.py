@@ -55,11 +55,7 @@ async def run(settings: PiiSettings) -> None:
         host=settings.host,
         port=settings.port,
         metrics_port=settings.metrics_port,
-        register=[
-            lambda server: pii_service_pb2_grpc.add_PiiServiceServicer_to_server(
-                PiiServicer(engine), server
-            )
-        ],
+        register=[lambda server: pii_service_pb2_grpc.add_PiiServiceServicer_to_server(PiiServicer(engine), server)],
         service_names=[pii_service_pb2.DESCRIPTOR.services_by_name["PiiService"].full_name],
         warm_up=warm_up,
         on_stop=on_stop,

@@ -105,10 +105,7 @@ class PresidioAnalyzer:
         class _Engine(SpacyNlpEngine):
             # No parser: Presidio uses tokens, lemmas and entities only (~30% faster).
             def load(self) -> None:
-                self.nlp = {
-                    m["lang_code"]: spacy.load(m["model_name"], exclude=["parser"])
-                    for m in self.models
-                }
+                self.nlp = {m["lang_code"]: spacy.load(m["model_name"], exclude=["parser"]) for m in self.models}
 
         nlp_engine = _Engine(models=[{"lang_code": LANGUAGE, "model_name": self._spacy_model}])
         nlp_engine.load()
@@ -138,11 +135,7 @@ class PresidioAnalyzer:
             score_threshold=self._score_threshold,
         )
         return [
-            [
-                s
-                for r in found
-                if (s := Span(r.entity_type, r.start, r.end, float(r.score))) and keep(s, text)
-            ]
+            [s for r in found if (s := Span(r.entity_type, r.start, r.end, float(r.score))) and keep(s, text)]
             for text, found in zip(texts, results, strict=True)
         ]
 
@@ -177,18 +170,14 @@ def _plausible_phone(value: str, score: float) -> bool:
     """libphonenumber's lenient matcher also accepts number lists, invoice ids and the SSN shape."""
     if _SSN_SHAPE.fullmatch(value):
         return False
-    if (
-        value.isdigit() and score < 0.5
-    ):  # a bare digit string is a phone number only next to a phone word
+    if value.isdigit() and score < 0.5:  # a bare digit string is a phone number only next to a phone word
         return False
     groups = re.findall(r"\d+", value.lstrip("+"))
     if value.startswith("+") or (len(groups) > 1 and groups[0] == "1"):
         groups = groups[1:]  # country code
     if any(len(g) == 1 for g in groups):  # "4 8 15 16 23 42"
         return False
-    return not (
-        len(groups) > 1 and len(groups[0]) == 4 and groups[0][:2] in ("19", "20") and "-" in value
-    )
+    return not (len(groups) > 1 and len(groups[0]) == 4 and groups[0][:2] in ("19", "20") and "-" in value)
 
 
 class PiiEngine:
@@ -238,12 +227,8 @@ class PiiEngine:
     ) -> tuple[list[str], list[list[Span]]]:
         """Rewritten texts and the spans replaced in each (offsets into the input)."""
         results = await self.analyze(texts, excluded)
-        replace = replacer(
-            method, faker=self._faker, rng=self._rng
-        )  # one per request: consistent fakes
-        return [
-            self._rewrite(t, spans, replace) for t, spans in zip(texts, results, strict=True)
-        ], results
+        replace = replacer(method, faker=self._faker, rng=self._rng)  # one per request: consistent fakes
+        return [self._rewrite(t, spans, replace) for t, spans in zip(texts, results, strict=True)], results
 
     def _rewrite(self, text: str, spans: list[Span], replace) -> str:
         if not spans:
@@ -253,9 +238,7 @@ class PiiEngine:
             for t in {s.type for s in spans}
         }
         results = [RecognizerResult(s.type, s.start, s.end, s.score) for s in spans]
-        return self._anonymizer.anonymize(
-            text=text, analyzer_results=results, operators=operators
-        ).text
+        return self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
 
 
 __all__ = ["Analyzer", "InvalidInput", "Method", "PiiEngine", "PresidioAnalyzer", "Span"]

@@ -117,9 +117,7 @@ def build_recognizers() -> list[EntityRecognizer]:
         pre.EmailRecognizer(**en),
         pre.PhoneRecognizer(context=PHONE_CONTEXT, **en),
         UsPhoneShapeRecognizer(**en),
-        pre.CreditCardRecognizer(
-            patterns=[*pre.CreditCardRecognizer.PATTERNS, MASTERCARD_2_SERIES, LONG_CARD], **en
-        ),
+        pre.CreditCardRecognizer(patterns=[*pre.CreditCardRecognizer.PATTERNS, MASTERCARD_2_SERIES, LONG_CARD], **en),
         pre.CryptoRecognizer(**en),
         pre.IbanRecognizer(**en),
         pre.IpRecognizer(**en),
@@ -127,40 +125,22 @@ def build_recognizers() -> list[EntityRecognizer]:
         pre.UsItinRecognizer(**en),
         # Bank, routing and passport numbers are bare digit strings: context only. With a
         # context word they score 0.45 and beat a bare-digit phone finding (0.4).
-        _context_only(
-            pre.UsBankRecognizer(
-                context=[*pre.UsBankRecognizer.CONTEXT, "checking", "savings"], **en
-            )
-        ),
-        _context_only(
-            pre.AbaRoutingRecognizer(
-                context=[*pre.AbaRoutingRecognizer.CONTEXT, "routing number"], **en
-            )
-        ),
+        _context_only(pre.UsBankRecognizer(context=[*pre.UsBankRecognizer.CONTEXT, "checking", "savings"], **en)),
+        _context_only(pre.AbaRoutingRecognizer(context=[*pre.AbaRoutingRecognizer.CONTEXT, "routing number"], **en)),
         pre.UsLicenseRecognizer(**en),
         _context_only(pre.UsPassportRecognizer(**en)),
         pre.MedicalLicenseRecognizer(**en),
         # A US phone number (3-3-4 digits) passes the NHS mod-11 check one time in eleven:
         # an NHS number needs an NHS word nearby.
-        _context_only(
-            pre.NhsRecognizer(
-                context=[*pre.NhsRecognizer.CONTEXT, "nhs number", "health service"], **en
-            )
-        ),
-        pre.UkNinoRecognizer(
-            context=[*pre.UkNinoRecognizer.CONTEXT, "insurance number", "ni"], **en
-        ),
+        _context_only(pre.NhsRecognizer(context=[*pre.NhsRecognizer.CONTEXT, "nhs number", "health service"], **en)),
+        pre.UkNinoRecognizer(context=[*pre.UkNinoRecognizer.CONTEXT, "insurance number", "ni"], **en),
         # EU national identifiers with English context words (Presidio ships them for
         # es/it/pl/fi/de only).
         pre.EsNifRecognizer(context=["dni", "nif", "spanish id", "identity", "documento"], **en),
         pre.EsNieRecognizer(context=["nie", "foreigner", "residence", "spanish"], **en),
-        pre.ItFiscalCodeRecognizer(
-            context=["codice fiscale", "fiscal code", "tax code", "cf"], **en
-        ),
+        pre.ItFiscalCodeRecognizer(context=["codice fiscale", "fiscal code", "tax code", "cf"], **en),
         _context_only(pre.PlPeselRecognizer(context=["pesel", "polish", "national id"], **en)),
-        pre.FiPersonalIdentityCodeRecognizer(
-            context=["hetu", "henkilötunnus", "personal identity code"], **en
-        ),
+        pre.FiPersonalIdentityCodeRecognizer(context=["hetu", "henkilötunnus", "personal identity code"], **en),
         _context_only(
             pre.DeTaxIdRecognizer(
                 context=[

@@ -28,9 +28,7 @@ def random_like(value: str, rng: random.Random) -> str:
         if ch.isdigit():
             out.append(rng.choice(string.digits))
         elif ch.isalpha():
-            out.append(
-                rng.choice(string.ascii_uppercase if ch.isupper() else string.ascii_lowercase)
-            )
+            out.append(rng.choice(string.ascii_uppercase if ch.isupper() else string.ascii_lowercase))
         else:
             out.append(ch)
     return "".join(out)
@@ -91,9 +89,7 @@ class FakeReplacer:
         return fake
 
 
-def replacer(
-    method: Method, *, faker=None, rng: random.Random | None = None
-) -> Callable[[str, str], str]:
+def replacer(method: Method, *, faker=None, rng: random.Random | None = None) -> Callable[[str, str], str]:
     """Returns `f(entity_type, original) -> replacement` for one request."""
     rng = rng or random.SystemRandom()
     if method is Method.RANDOM:

@@ -9,7 +9,8 @@ import grpc
 import structlog
 from prometheus_client import Counter, Histogram
 
-from guardmesh.pii.v1 import pii_service_pb2 as pb, pii_service_pb2_grpc
+from guardmesh.pii.v1 import pii_service_pb2 as pb
+from guardmesh.pii.v1 import pii_service_pb2_grpc
 from pii.engine import PiiEngine
 from pii.replace import Method
 from pii.spans import InvalidInput, Span
@@ -36,11 +37,7 @@ METHODS = {
 
 def _results(found: list[list[Span]]) -> list[pb.TextEntities]:
     return [
-        pb.TextEntities(
-            entities=[
-                pb.Entity(type=s.type, start=s.start, end=s.end, score=s.score) for s in spans
-            ]
-        )
+        pb.TextEntities(entities=[pb.Entity(type=s.type, start=s.start, end=s.end, score=s.score) for s in spans])
         for spans in found
     ]
 
@@ -53,9 +50,7 @@ class PiiServicer(pii_service_pb2_grpc.PiiServiceServicer):
     def __init__(self, engine: PiiEngine):
         self._engine = engine
 
-    async def Analyze(
-        self, request: pb.AnalyzeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AnalyzeResponse:
+    async def Analyze(self, request: pb.AnalyzeRequest, context: grpc.aio.ServicerContext) -> pb.AnalyzeResponse:
         start = time.perf_counter()
         try:
             found = await self._engine.analyze(list(request.texts), list(request.excluded_entities))
@@ -69,17 +64,13 @@ class PiiServicer(pii_service_pb2_grpc.PiiServiceServicer):
         self._done("analyze", "ok", start, texts=len(request.texts), found=found)
         return pb.AnalyzeResponse(results=_results(found))
 
-    async def Anonymize(
-        self, request: pb.AnonymizeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AnonymizeResponse:
+    async def Anonymize(self, request: pb.AnonymizeRequest, context: grpc.aio.ServicerContext) -> pb.AnonymizeResponse:
         start = time.perf_counter()
         method = METHODS.get(request.method)
         try:
             if method is None:
                 raise InvalidInput(f"unknown replace method: {request.method}")
-            texts, found = await self._engine.anonymize(
-                list(request.texts), method, list(request.excluded_entities)
-            )
+            texts, found = await self._engine.anonymize(list(request.texts), method, list(request.excluded_entities))
         except InvalidInput as e:
             self._done("anonymize", "invalid_argument", start, texts=len(request.texts))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -87,9 +78,7 @@ class PiiServicer(pii_service_pb2_grpc.PiiServiceServicer):
             self._done("anonymize", "error", start, texts=len(request.texts))
             log.exception("anonymize failed")
             await context.abort(grpc.StatusCode.INTERNAL, "pii anonymization failed")
-        self._done(
-            "anonymize", "ok", start, texts=len(request.texts), found=found, replace=method.value
-        )
+        self._done("anonymize", "ok", start, texts=len(request.texts), found=found, replace=method.value)
         return pb.AnonymizeResponse(texts=texts, results=_results(found))
 
     @staticmethod

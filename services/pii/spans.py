@@ -45,9 +45,7 @@ def normalize_entity_types(names: Iterable[str], known: frozenset[str]) -> froze
     normalized = {n.strip().upper() for n in names if n.strip()}
     unknown = sorted(normalized - known)
     if unknown:
-        raise InvalidInput(
-            f"unknown entity type(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+        raise InvalidInput(f"unknown entity type(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return frozenset(normalized)
 
 

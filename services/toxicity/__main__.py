@@ -3,11 +3,11 @@
 import asyncio
 
 import structlog
+
 from common.batcher import MicroBatcher
 from common.logging import configure_logging
 from common.server import serve
 from guardmesh.toxicity.v1 import toxicity_service_pb2, toxicity_service_pb2_grpc
-
 from toxicity.classifier import CombinedClassifier
 from toxicity.servicer import ToxicityServicer
 from toxicity.settings import ToxicitySettings
@@ -30,9 +30,7 @@ async def run(settings: ToxicitySettings) -> None:
             chunk_chars=settings.chunk_chars,
         )
         await asyncio.to_thread(classifier.score, ["warm-up"])
-        servicer.batcher = MicroBatcher(
-            "toxicity", classifier.score, settings.max_batch, settings.max_wait_s
-        )
+        servicer.batcher = MicroBatcher("toxicity", classifier.score, settings.max_batch, settings.max_wait_s)
         log.info("model loaded", seconds=round(asyncio.get_running_loop().time() - started, 2))
 
     async def on_stop() -> None:
@@ -43,11 +41,7 @@ async def run(settings: ToxicitySettings) -> None:
         host=settings.host,
         port=settings.port,
         metrics_port=settings.metrics_port,
-        register=[
-            lambda server: toxicity_service_pb2_grpc.add_ToxicityServiceServicer_to_server(
-                servicer, server
-            )
-        ],
+        register=[lambda server: toxicity_service_pb2_grpc.add_ToxicityServiceServicer_to_server(servicer, server)],
         service_names=[SERVICE_NAME],
         warm_up=warm_up,
         on_stop=on_stop,

@@ -104,9 +104,7 @@ class Head:
     def load(cls, model_dir: Path) -> Head:
         path = model_dir / HEAD_FILE
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} missing: build it with `python -m toxicity.train` (make models)"
-            )
+            raise FileNotFoundError(f"{path} missing: build it with `python -m toxicity.train` (make models)")
         data = json.loads(path.read_text())
         weights = np.asarray(data["weights"], dtype=np.float64)
         if data.get("profanity_logit_scale") != PROFANITY_LOGIT_SCALE:
@@ -154,9 +152,7 @@ class CombinedClassifier:
         self._chunk_chars = chunk_chars
 
     @classmethod
-    def load(
-        cls, model_dir: Path, *, device: str = "cpu", threads: int = 2, chunk_chars: int = 200
-    ):
+    def load(cls, model_dir: Path, *, device: str = "cpu", threads: int = 2, chunk_chars: int = 200):
         from common.embedding import MiniLMEmbedder
 
         return cls(

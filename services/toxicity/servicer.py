@@ -5,11 +5,11 @@ import time
 
 import grpc
 import structlog
+from prometheus_client import Counter, Histogram
+
 from common.batcher import MicroBatcher
 from guardmesh.toxicity.v1 import toxicity_service_pb2 as pb
 from guardmesh.toxicity.v1 import toxicity_service_pb2_grpc
-from prometheus_client import Counter, Histogram
-
 from toxicity.classifier import InvalidInput, check_texts
 from toxicity.settings import ToxicitySettings
 
@@ -26,9 +26,7 @@ SCORES = Histogram(
     "Toxicity scores returned",
     buckets=tuple(i / 10 for i in range(1, 11)),
 )
-TEXTS = Histogram(
-    "guardmesh_toxicity_texts_per_request", "Texts per Score call", buckets=(1, 2, 4, 8, 16, 32, 64)
-)
+TEXTS = Histogram("guardmesh_toxicity_texts_per_request", "Texts per Score call", buckets=(1, 2, 4, 8, 16, 32, 64))
 
 
 class ToxicityServicer(toxicity_service_pb2_grpc.ToxicityServiceServicer):
@@ -37,18 +35,14 @@ class ToxicityServicer(toxicity_service_pb2_grpc.ToxicityServiceServicer):
         # Set by warm-up once the model is loaded; health is NOT_SERVING until then.
         self.batcher: MicroBatcher[str, float] | None = None
 
-    async def Score(
-        self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreResponse:
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         started = time.perf_counter()
         texts = list(request.texts)
         if self.batcher is None:
             REQUESTS.labels("unavailable").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "toxicity model is still loading")
         try:
-            check_texts(
-                texts, max_texts=self._settings.max_texts, max_chars=self._settings.max_text_chars
-            )
+            check_texts(texts, max_texts=self._settings.max_texts, max_chars=self._settings.max_text_chars)
             # shield: a cancelled caller must not cancel the batcher's future (the worker thread
             # would die on set_result of a cancelled future); the batch result is just dropped.
             pending = asyncio.shield(self.batcher.submit(texts))
@@ -58,9 +52,7 @@ class ToxicityServicer(toxicity_service_pb2_grpc.ToxicityServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except TimeoutError:
             REQUESTS.labels("deadline_exceeded").inc()
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "toxicity scoring ran past the deadline"
-            )
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "toxicity scoring ran past the deadline")
         except Exception:
             REQUESTS.labels("error").inc()
             log.exception("toxicity scoring failed", texts=len(texts))

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toxicity.classifier import HEAD_FILE, Head, ProfanityModel, features
 from common.embedding import MiniLMEmbedder, model_files
+from toxicity.classifier import HEAD_FILE, Head, ProfanityModel, features
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO / "tests/data/toxicity_train.jsonl"
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "what": "logistic-regression head over [all-MiniLM-L6-v2 int8 embedding, "
                     "alt-profanity-check log-odds]",
-                    "training_data": str(
-                        args.data.relative_to(REPO) if args.data.is_relative_to(REPO) else args.data
-                    ),
+                    "training_data": str(args.data.relative_to(REPO) if args.data.is_relative_to(REPO) else args.data),
                     "inputs": want,
                     "fit": fit,
                     "seconds": round(time.monotonic() - started, 2),
@@ -136,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(
-        f"toxicity head written to {args.out} "
-        f"(C={fit['C']}, cv ROC-AUC {fit['cv_roc_auc_by_C'][str(fit['C'])]})"
-    )
+    print(f"toxicity head written to {args.out} (C={fit['C']}, cv ROC-AUC {fit['cv_roc_auc_by_C'][str(fit['C'])]})")
     return 0
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
+
 from common.embedding import MiniLMEmbedder
 from factuality.scorer import EmbeddingScorer, Pair, ScoringParams
-from sklearn.metrics import roc_auc_score
 
 pytestmark = pytest.mark.model
 
@@ -26,9 +27,7 @@ THRESHOLD = 0.5
 
 def _load(name: str) -> tuple[list[Pair], np.ndarray]:
     rows = [json.loads(line) for line in (REPO / "tests/data" / name).read_text().splitlines()]
-    return [Pair(r["reference"], r["text"]) for r in rows], np.array(
-        [r["label"] == "supported" for r in rows]
-    )
+    return [Pair(r["reference"], r["text"]) for r in rows], np.array([r["label"] == "supported" for r in rows])
 
 
 def _quality(scorer: EmbeddingScorer, pairs: list[Pair], y: np.ndarray) -> dict[str, float]:
@@ -102,10 +101,7 @@ def test_factuality_bench():
         f"batched(16) {tp['batched_16']} pairs/s, "
         f"x{tp['speedup']}"
     )
-    print(
-        f"\n{'set / scorer':<26}{'ROC-AUC':>9}{'acc@' + str(THRESHOLD):>9}"
-        f"{'sup. pass':>11}{'unsup. fail':>13}"
-    )
+    print(f"\n{'set / scorer':<26}{'ROC-AUC':>9}{'acc@' + str(THRESHOLD):>9}{'sup. pass':>11}{'unsup. fail':>13}")
     for split, by in quality.items():
         for name, q in by.items():
             print(

@@ -9,8 +9,8 @@ import json
 import time
 
 import httpx
-
 from benchlib import median, percentile, report
+
 from orchestrator.generation_client import GenerationClient
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -20,8 +20,14 @@ RUNS = 8
 
 
 async def via_gateway(client: httpx.AsyncClient, mesh) -> tuple[float, float, int]:
-    body = {"model": MODEL, "prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     start = time.perf_counter()
     ttft, tokens = None, 0
     async with client.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers()) as r:
@@ -66,12 +72,24 @@ def test_single_stream_gateway_vs_triton(mesh):
         ttft = [s[0] * 1000 for s in runs]
         tps = [s[2] / s[1] for s in runs]
         itl = [(s[1] - s[0]) / max(s[2] - 1, 1) * 1000 for s in runs]
-        stats[path] = {"ttft_ms_p50": median(ttft), "ttft_ms_p95": percentile(ttft, 95),
-                       "tokens_per_s": median(tps), "inter_token_ms": median(itl), "tokens": runs[0][2]}
+        stats[path] = {
+            "ttft_ms_p50": median(ttft),
+            "ttft_ms_p95": percentile(ttft, 95),
+            "tokens_per_s": median(tps),
+            "inter_token_ms": median(itl),
+            "tokens": runs[0][2],
+        }
         rows.append([path, median(ttft), percentile(ttft, 95), median(tps), median(itl)])
     g, t = stats["gateway"], stats["triton"]
-    rows.append(["gateway/triton", g["ttft_ms_p50"] / t["ttft_ms_p50"], g["ttft_ms_p95"] / t["ttft_ms_p95"],
-                 g["tokens_per_s"] / t["tokens_per_s"], g["inter_token_ms"] / t["inter_token_ms"]])
+    rows.append(
+        [
+            "gateway/triton",
+            g["ttft_ms_p50"] / t["ttft_ms_p50"],
+            g["ttft_ms_p95"] / t["ttft_ms_p95"],
+            g["tokens_per_s"] / t["tokens_per_s"],
+            g["inter_token_ms"] / t["inter_token_ms"],
+        ]
+    )
     report(
         "generation_single_stream",
         f"single stream, {MAX_TOKENS} greedy tokens, {RUNS} runs each (medians)",

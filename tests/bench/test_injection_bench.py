@@ -54,9 +54,7 @@ def test_injection_benchmark():
     latency, throughput = [], []
     texts = [prompt_of_length(i, 300) for i in range(48)]
     for precision in ("int8", "fp32"):  # same run, same texts: fp32 is the exact export
-        model = OnnxInjectionModel(
-            settings.model_dir, precision=precision, intra_op_threads=settings.intra_op_threads
-        )
+        model = OnnxInjectionModel(settings.model_dir, precision=precision, intra_op_threads=settings.intra_op_threads)
         model.load()
         classifier = InjectionClassifier(model, max_batch=settings.max_batch)
         for n in (100, 300, 1000, 4000):
@@ -92,9 +90,7 @@ def test_injection_benchmark():
             for i in range(0, len(windows), size):
                 batched.score_rows(windows[i : i + size])
             rate = len(windows) / (time.perf_counter() - t0)
-            throughput.append(
-                [precision, f"batches of {size}", round(rate, 2), round(rate / single, 2)]
-            )
+            throughput.append([precision, f"batches of {size}", round(rate, 2), round(rate / single, 2)])
         t0 = time.perf_counter()
         asyncio.run(_concurrent(classifier, texts, 8))
         rate = len(texts) / (time.perf_counter() - t0)

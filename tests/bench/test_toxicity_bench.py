@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
+
 from toxicity.classifier import HEAD_FILE, CombinedClassifier
 
 pytestmark = pytest.mark.model
@@ -59,10 +60,7 @@ def _at_threshold(scores: np.ndarray, rows: list[dict]) -> dict[str, float]:
 
 
 def test_toxicity_bench(toxicity_model_dir):
-    rows = [
-        json.loads(line)
-        for line in (REPO / "tests/data/toxicity_eval.jsonl").read_text().splitlines()
-    ]
+    rows = [json.loads(line) for line in (REPO / "tests/data/toxicity_eval.jsonl").read_text().splitlines()]
     texts = [r["text"] for r in rows]
     clf = CombinedClassifier.load(toxicity_model_dir)
     clf.score(texts[:8])  # warm
@@ -103,9 +101,7 @@ def test_toxicity_bench(toxicity_model_dir):
             "speedup": round(single_s / batched_s, 2),
         },
         "roc_auc": {k: {c: round(v, 4) for c, v in d.items()} for k, d in auc.items()},
-        f"flagged_share_at_{THRESHOLD}": {
-            k: {c: round(v, 3) for c, v in d.items()} for k, d in rates.items()
-        },
+        f"flagged_share_at_{THRESHOLD}": {k: {c: round(v, 3) for c, v in d.items()} for k, d in rates.items()},
         "eval_set": {"file": "tests/data/toxicity_eval.jsonl", "n": len(rows)},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -118,18 +114,11 @@ def test_toxicity_bench(toxicity_model_dir):
         f"batched(32) {tp['batched_32']} texts/s, "
         f"x{tp['speedup']}"
     )
-    print(
-        f"\n{'category':<16}{'AUC prof.':>10}{'AUC comb.':>10}{'flag prof.':>11}{'flag comb.':>11}"
-    )
+    print(f"\n{'category':<16}{'AUC prof.':>10}{'AUC comb.':>10}{'flag prof.':>11}{'flag comb.':>11}")
     for c in auc["combined"]:
         pr, co = rates["profanity_only"].get(c), rates["combined"].get(c)
         flags = f"{pr:>11.2f}{co:>11.2f}" if pr is not None else f"{'':>11}{'':>11}"
         print(f"{c:<16}{auc['profanity_only'][c]:>10.3f}{auc['combined'][c]:>10.3f}{flags}")
-    print(
-        f"{'accuracy':<16}{'':>20}{rates['profanity_only']['accuracy']:>11.3f}{rates['combined']['accuracy']:>11.3f}"
-    )
-    print(
-        f"(flag = share scored over {THRESHOLD}: detection rate for toxic rows, "
-        "false-positive rate for benign rows)"
-    )
+    print(f"{'accuracy':<16}{'':>20}{rates['profanity_only']['accuracy']:>11.3f}{rates['combined']['accuracy']:>11.3f}")
+    print(f"(flag = share scored over {THRESHOLD}: detection rate for toxic rows, false-positive rate for benign rows)")
     assert auc["combined"]["overall"] > auc["profanity_only"]["overall"]

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from google.api import httpbody_pb2
 from google.protobuf import json_format, struct_pb2
+
 from guardmesh.v1 import (
     check_service_pb2,
     check_service_pb2_grpc,
@@ -39,9 +40,7 @@ DESCRIPTOR = REPO / "build" / "guardmesh.pb"
 
 # Async tests and fixtures share the session event loop (pyproject: asyncio_mode=auto,
 # session loop scope), so the fake upstream and the HTTP clients run on one loop.
-pytestmark = pytest.mark.skipif(
-    not DESCRIPTOR.is_file(), reason="descriptor set missing: run `make proto`"
-)
+pytestmark = pytest.mark.skipif(not DESCRIPTOR.is_file(), reason="descriptor set missing: run `make proto`")
 
 GRPC_CODES = {code.name: code for code in grpc.StatusCode}
 
@@ -111,9 +110,7 @@ class FakeOrchestrator(
         auth = dict(context.invocation_metadata()).get("authorization")
         if auth != "Bearer good-key":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid api key")
-        return completion_service_pb2.CheckCompletionAccessResponse(
-            message="completions are available"
-        )
+        return completion_service_pb2.CheckCompletionAccessResponse(message="completions are available")
 
     async def ListModels(self, request, context):
         self._record("ListModels", request, context)
@@ -141,9 +138,7 @@ class FakeOrchestrator(
 
     async def GetReadiness(self, request, context):
         self._record("GetReadiness", request, context)
-        return readiness_service_pb2.GetReadinessResponse(
-            status="ready", services={"generation": "SERVING"}
-        )
+        return readiness_service_pb2.GetReadinessResponse(status="ready", services={"generation": "SERVING"})
 
 
 async def start_upstream() -> tuple[grpc.aio.Server, FakeOrchestrator, int]:
@@ -535,9 +530,7 @@ async def test_native_grpc_passes_through(gateway):
         reply = await stub.CheckToxicity(check_service_pb2.CheckToxicityRequest(text="ok"))
         assert reply.checks[0].status == "success"
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.CheckToxicity(
-                check_service_pb2.CheckToxicityRequest(text="error:INVALID_ARGUMENT:bad text")
-            )
+            await stub.CheckToxicity(check_service_pb2.CheckToxicityRequest(text="error:INVALID_ARGUMENT:bad text"))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details() == "bad text"
 
@@ -566,18 +559,14 @@ def test_start_fails_fast_without_descriptor(tmp_path):
         "GUARDMESH_DESCRIPTOR": str(tmp_path / "missing.pb"),
         "GUARDMESH_RUN_DIR": str(tmp_path),
     }
-    done = subprocess.run(
-        [sys.executable, str(START)], env=env, capture_output=True, text=True, timeout=30
-    )
+    done = subprocess.run([sys.executable, str(START)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "missing.pb" in done.stderr and "make proto" in done.stderr
 
 
 def test_rendered_config_validates(tmp_path):
     env = {**os.environ, "GUARDMESH_RUN_DIR": str(tmp_path), "GUARDMESH_LISTEN_PORT": "18080"}
-    done = subprocess.run(
-        [sys.executable, str(START), "--check"], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, str(START), "--check"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     rendered = (tmp_path / "envoy.yaml").read_text()
     assert "port_value: 18080" in rendered

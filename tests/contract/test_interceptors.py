@@ -28,16 +28,24 @@ async def stub():
     # Served under a non-"/grpc." path so the interceptor counts it like a service RPC.
     server = grpc.aio.server(interceptors=[ObservabilityInterceptor()])
     handler = grpc.method_handlers_generic_handler(
-        "test.Health", {"Check": grpc.unary_unary_rpc_method_handler(
-            Health().Check, request_deserializer=health_pb2.HealthCheckRequest.FromString,
-            response_serializer=health_pb2.HealthCheckResponse.SerializeToString)}
+        "test.Health",
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                Health().Check,
+                request_deserializer=health_pb2.HealthCheckRequest.FromString,
+                response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+            )
+        },
     )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield channel.unary_unary("/test.Health/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                              response_deserializer=health_pb2.HealthCheckResponse.FromString)
+    yield channel.unary_unary(
+        "/test.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
     await channel.close()
     await server.stop(None)
 

@@ -48,9 +48,7 @@ HTTPBODY_RESPONSES = {
     ("post", "/completions"): "guardmesh.v1.CreateCompletionResponse",
 }
 
-pytestmark = pytest.mark.skipif(
-    not DESCRIPTOR.is_file(), reason="descriptor set missing: run `make proto`"
-)
+pytestmark = pytest.mark.skipif(not DESCRIPTOR.is_file(), reason="descriptor set missing: run `make proto`")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -149,8 +147,15 @@ def required_fields(message: descriptor_pb2.DescriptorProto) -> set[str]:
 
 
 def compare_message(
-    spec: dict, schema: dict, message_name: str, messages: dict, *, check_required: bool,
-    where: str, ignore: set[str] = frozenset(), extra: dict[str, set[str]] | None = None,
+    spec: dict,
+    schema: dict,
+    message_name: str,
+    messages: dict,
+    *,
+    check_required: bool,
+    where: str,
+    ignore: set[str] = frozenset(),
+    extra: dict[str, set[str]] | None = None,
     _at: str = "",
 ) -> None:
     """The schema's properties are exactly the message's fields (proto names), recursively.
@@ -164,8 +169,7 @@ def compare_message(
     props = schema["properties"]
     added = (extra or {}).get(_at, set())
     assert set(props) == set(fields) | added, (
-        f"{where}: proto {message_name} fields {sorted(fields)} "
-        f"vs schema properties {sorted(props)}"
+        f"{where}: proto {message_name} fields {sorted(fields)} vs schema properties {sorted(props)}"
     )
     if check_required:
         assert set(schema.get("required", [])) == required_fields(message), (
@@ -182,18 +186,20 @@ def compare_message(
         if field.label == field.LABEL_REPEATED:
             assert "items" in item, f"{where}.{name}: repeated field without items"
             item = item["items"]
-        compare_message(spec, item, nested, messages, check_required=check_required,
-                        where=f"{where}.{name}", extra=extra,
-                        _at=f"{_at}.{name}" if _at else name)
+        compare_message(
+            spec,
+            item,
+            nested,
+            messages,
+            check_required=check_required,
+            where=f"{where}.{name}",
+            extra=extra,
+            _at=f"{_at}.{name}" if _at else name,
+        )
 
 
 def spec_operations(spec: dict) -> set[tuple[str, str]]:
-    return {
-        (method, path)
-        for path, item in spec["paths"].items()
-        for method in item
-        if method in HTTP_METHODS
-    }
+    return {(method, path) for path, item in spec["paths"].items() for method in item if method in HTTP_METHODS}
 
 
 def operation(spec: dict, method: str, path: str) -> dict:
@@ -205,6 +211,7 @@ def operation(spec: dict, method: str, path: str) -> dict:
 
 def test_document_is_valid_openapi(spec):
     import openapi_spec_validator as validator
+
     validator.validate(spec)
     assert spec["openapi"].startswith("3.1")
 
@@ -213,8 +220,7 @@ def test_every_binding_is_documented_and_nothing_else(spec, bindings):
     from_protos = {(method, path) for method, path, _, _ in bindings}
     documented = spec_operations(spec) - GATEWAY_ONLY
     assert from_protos == documented, (
-        f"only in protos: {sorted(from_protos - documented)}; "
-        f"only in the document: {sorted(documented - from_protos)}"
+        f"only in protos: {sorted(from_protos - documented)}; only in the document: {sorted(documented - from_protos)}"
     )
     assert GATEWAY_ONLY <= spec_operations(spec)
 
@@ -236,9 +242,7 @@ def test_request_schemas_match_request_messages(spec, bindings, messages):
             assert "requestBody" not in op, f"{where}: documents a body the binding does not take"
             fields = {f.name for f in message.field}
             documented = {name for (_, name) in params}
-            assert documented == fields, (
-                f"{where}: fields {sorted(fields)} vs parameters {sorted(documented)}"
-            )
+            assert documented == fields, f"{where}: fields {sorted(fields)} vs parameters {sorted(documented)}"
             for (where_in, name), param in params.items():
                 expected = "path" if name in path_fields else "query"
                 assert where_in == expected, f"{where}: {name} should be a {expected} parameter"
@@ -309,16 +313,24 @@ def test_unary_responses_match_response_messages(spec, messages):
                         output = HTTPBODY_RESPONSES[key]
                     schema = operation(spec, *key)["responses"]["200"]
                     schema = resolve(spec, schema)["content"]["application/json"]["schema"]
-                    compare_message(spec, schema, output, messages, check_required=False,
-                                    where=f"{key[0].upper()} {key[1]} 200")
+                    compare_message(
+                        spec, schema, output, messages, check_required=False, where=f"{key[0].upper()} {key[1]} 200"
+                    )
 
 
 def test_stream_chunk_schema_matches_completion_chunk(spec, messages):
     # `error` travels as its own event (StreamError), never inside a chunk; each choice
     # carries OpenAI's `logprobs: null`.
-    compare_message(spec, {"$ref": "#/components/schemas/CompletionChunk"},
-                    "guardmesh.v1.CompletionChunk", messages, check_required=False,
-                    where="CompletionChunk", ignore={"error"}, extra={"choices": {"logprobs"}})
+    compare_message(
+        spec,
+        {"$ref": "#/components/schemas/CompletionChunk"},
+        "guardmesh.v1.CompletionChunk",
+        messages,
+        check_required=False,
+        where="CompletionChunk",
+        ignore={"error"},
+        extra={"choices": {"logprobs"}},
+    )
     completions = operation(spec, "post", "/completions")["responses"]["200"]["content"]
     assert set(completions) == {"application/json", "text/event-stream"}
 
@@ -343,12 +355,12 @@ def test_errors_are_documented_as_json_error(spec):
 
 def test_security_is_bearer_except_health_and_the_document(spec):
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
-        **spec["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"
+        **spec["components"]["securitySchemes"]["bearerAuth"],
+        "type": "http",
+        "scheme": "bearer",
     }
     assert spec["security"] == [{"bearerAuth": []}]
-    open_routes = {
-        (m, p) for m, p in spec_operations(spec) if operation(spec, m, p).get("security") == []
-    }
+    open_routes = {(m, p) for m, p in spec_operations(spec) if operation(spec, m, p).get("security") == []}
     assert open_routes == {("get", "/readyz"), ("get", "/openapi.json")}
 
 

@@ -70,9 +70,7 @@ def start_service(
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"{module} exited with {process.returncode}:\n{service.logs()[-3000:]}"
-                )
+                raise RuntimeError(f"{module} exited with {process.returncode}:\n{service.logs()[-3000:]}")
             try:
                 if (
                     stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status

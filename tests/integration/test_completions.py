@@ -20,8 +20,9 @@ def post(mesh, body, key=None, **kw):
 
 
 def test_completion_is_real_text_with_correct_usage(mesh):
-    r = post(mesh, {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 12,
-                    "temperature": 0, "top_p": 1})
+    r = post(
+        mesh, {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0, "top_p": 1}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "text_completion" and body["id"].startswith("cmpl-") and body["model"] == MODEL
@@ -36,8 +37,14 @@ def test_completion_is_real_text_with_correct_usage(mesh):
 
 
 def test_sampling_parameters_from_the_issue(mesh):
-    body = {"model": MODEL, "prompt": "Once upon a time, in a small village,", "max_tokens": 8,
-            "temperature": 0.7, "top_p": 0.9, "seed": 1}
+    body = {
+        "model": MODEL,
+        "prompt": "Once upon a time, in a small village,",
+        "max_tokens": 8,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "seed": 1,
+    }
     r = post(mesh, body)
     assert r.status_code == 200, r.text
     first = r.json()
@@ -48,7 +55,12 @@ def test_sampling_parameters_from_the_issue(mesh):
 
 
 def test_greedy_is_deterministic_and_list_prompts_give_one_choice_each(mesh):
-    body = {"model": MODEL, "prompt": ["One, two, three,", "The capital of France is"], "max_tokens": 6, "temperature": 0}
+    body = {
+        "model": MODEL,
+        "prompt": ["One, two, three,", "The capital of France is"],
+        "max_tokens": 6,
+        "temperature": 0,
+    }
     a, b = post(mesh, body).json(), post(mesh, body).json()
     assert [c["index"] for c in a["choices"]] == [0, 1]
     assert [c["text"] for c in a["choices"]] == [c["text"] for c in b["choices"]]
@@ -77,8 +89,9 @@ def test_openai_sdk_unchanged(mesh):
 def test_streamed_text_equals_the_unstreamed_text(mesh):
     body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0}
     whole = post(mesh, body).json()["choices"][0]["text"]
-    with httpx.stream("POST", f"{mesh.base_url}/completions", json={**body, "stream": True},
-                      headers=mesh.headers(), timeout=120) as r:
+    with httpx.stream(
+        "POST", f"{mesh.base_url}/completions", json={**body, "stream": True}, headers=mesh.headers(), timeout=120
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -90,8 +103,14 @@ def test_streamed_text_equals_the_unstreamed_text(mesh):
 
 def test_openai_sdk_streams(mesh):
     client = OpenAI(base_url=mesh.base_url, api_key=mesh.api_key)
-    stream = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0,
-                                       stream=True, stream_options={"include_usage": True})
+    stream = client.completions.create(
+        model=MODEL,
+        prompt="Once upon a time",
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks if c.choices)
     assert chunks[-1].usage.completion_tokens == 8
@@ -116,7 +135,9 @@ def test_readyz_needs_no_key(mesh):
 def test_missing_or_wrong_key_is_401_json(mesh, key):
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
     for method, path in (("POST", "/completions"), ("GET", "/completions"), ("GET", "/models")):
-        r = httpx.request(method, f"{mesh.base_url}{path}", json={"model": MODEL, "prompt": "x"}, headers=headers, timeout=10)
+        r = httpx.request(
+            method, f"{mesh.base_url}{path}", json={"model": MODEL, "prompt": "x"}, headers=headers, timeout=10
+        )
         assert r.status_code == 401, (path, r.text)
         assert r.headers["content-type"].startswith("application/json")
         assert set(r.json()) == {"error"}
@@ -138,8 +159,12 @@ def test_bad_input_is_400_json(mesh, body, message):
 
 
 def test_malformed_json_is_400_json(mesh):
-    r = httpx.post(f"{mesh.base_url}/completions", content=b'{"model": "x", "prompt": ', headers={
-        **mesh.headers(), "Content-Type": "application/json"}, timeout=10)
+    r = httpx.post(
+        f"{mesh.base_url}/completions",
+        content=b'{"model": "x", "prompt": ',
+        headers={**mesh.headers(), "Content-Type": "application/json"},
+        timeout=10,
+    )
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
     assert set(r.json()) == {"error"}
 

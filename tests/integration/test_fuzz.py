@@ -57,9 +57,16 @@ def fuzz_document(spec: dict) -> dict:
     """A copy of the document whose valid requests are cheap to serve."""
     doc = copy.deepcopy(spec)
     schemas = doc["components"]["schemas"]
-    for name in ("CompletionRequest", "StreamOptions", "InputChecks", "OutputChecks",
-                 "CheckPiiRequest", "CheckInjectionRequest", "CheckToxicityRequest",
-                 "CheckFactualityRequest"):
+    for name in (
+        "CompletionRequest",
+        "StreamOptions",
+        "InputChecks",
+        "OutputChecks",
+        "CheckPiiRequest",
+        "CheckInjectionRequest",
+        "CheckToxicityRequest",
+        "CheckFactualityRequest",
+    ):
         schemas[name]["additionalProperties"] = False
     request = schemas["CompletionRequest"]
     props = request["properties"]
@@ -76,9 +83,12 @@ def fuzz_document(spec: dict) -> dict:
     props["logit_bias"]["propertyNames"] = {"pattern": "^[0-9]{1,4}$"}
     props["logit_bias"]["maxProperties"] = 4
     schemas["InputChecks"]["properties"]["entity_list"]["maxItems"] = 3
-    for name, fields in (("CheckPiiRequest", ["prompt"]), ("CheckInjectionRequest", ["prompt"]),
-                         ("CheckToxicityRequest", ["text"]),
-                         ("CheckFactualityRequest", ["reference", "text"])):
+    for name, fields in (
+        ("CheckPiiRequest", ["prompt"]),
+        ("CheckInjectionRequest", ["prompt"]),
+        ("CheckToxicityRequest", ["text"]),
+        ("CheckFactualityRequest", ["reference", "text"]),
+    ):
         for field in fields:
             schemas[name]["properties"][field]["maxLength"] = 200
     schemas["CheckPiiRequest"]["properties"]["entity_list"]["maxItems"] = 3
@@ -124,7 +134,7 @@ def assert_sse(body: bytes, what: str = "") -> None:
     assert events, what
     for event in events:
         assert event.startswith("data: "), f"{what}: {event[:200]!r}"
-    payloads = [e[len("data: "):] for e in events]
+    payloads = [e[len("data: ") :] for e in events]
     for i, payload in enumerate(payloads):
         if payload == "[DONE]":
             assert i == len(payloads) - 1, f"{what}: [DONE] is not last"
@@ -154,8 +164,7 @@ def live(mesh):
     return mesh
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["positive", "negative"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
 def test_fuzz_operation(live, label, mode):
     operation = OPERATIONS[label]
@@ -166,8 +175,14 @@ def test_fuzz_operation(live, label, mode):
     statuses: dict[int, int] = {}
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case):
         response = case.call(base_url=live.base_url, headers=headers, timeout=60)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
@@ -187,11 +202,13 @@ def completion(**fields) -> dict:
     return {"model": MODEL, "prompt": "Hi", "max_tokens": 2, **fields}
 
 
-def send(live, method: str, path: str, content: bytes | str | None = None, *, headers=None,
-         params=None) -> httpx.Response:
+def send(
+    live, method: str, path: str, content: bytes | str | None = None, *, headers=None, params=None
+) -> httpx.Response:
     all_headers = {**live.headers(), "content-type": "application/json", **(headers or {})}
-    response = httpx.request(method, f"{live.base_url}{path}", content=content,
-                             headers=all_headers, params=params, timeout=60)
+    response = httpx.request(
+        method, f"{live.base_url}{path}", content=content, headers=all_headers, params=params, timeout=60
+    )
     check_response(response, f"{method} {path} {str(content)[:200]}")
     return response
 
@@ -209,8 +226,7 @@ def test_completion_response_conforms(live):
     r = post_json(live, "/completions", completion(prompt=["a", "b"], n=2))
     assert r.status_code == 200, r.text
     COMPLETION.validate(r.json())
-    r = post_json(live, "/completions",
-                  completion(stream=True, stream_options={"include_usage": True}))
+    r = post_json(live, "/completions", completion(stream=True, stream_options={"include_usage": True}))
     assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
     assert r.text.endswith("data: [DONE]\n\n")
 
@@ -220,8 +236,7 @@ REQUEST_FIELDS = {
     "/PII": ({"prompt": "My name is John"}, SPEC["components"]["schemas"]["CheckPiiRequest"]),
     "/injection": ({"prompt": "hello"}, SPEC["components"]["schemas"]["CheckInjectionRequest"]),
     "/toxicity": ({"text": "hello"}, SPEC["components"]["schemas"]["CheckToxicityRequest"]),
-    "/factuality": ({"reference": "a b", "text": "a b"},
-                    SPEC["components"]["schemas"]["CheckFactualityRequest"]),
+    "/factuality": ({"reference": "a b", "text": "a b"}, SPEC["components"]["schemas"]["CheckFactualityRequest"]),
 }
 NESTED = {"stream_options": "include_usage", "input": "pii", "output": "toxicity"}
 WRONG_VALUES = [{"a": 1}, [{"a": 1}], "not-a-number", 12345, True, [1, 2]]
@@ -276,12 +291,26 @@ def test_wrong_types_for_every_field(live, path):
                 assert_400(post_json(live, path, body))
 
 
-@pytest.mark.parametrize("field,value", [
-    ("temperature", 1e308), ("top_p", 1e308), ("frequency_penalty", -1e308),
-    ("presence_penalty", 1e308), ("max_tokens", 2**63), ("max_tokens", 2**31), ("n", 2**63),
-    ("top_k", 2**63), ("seed", 2**63), ("seed", 2**70), ("max_completion_tokens", 2**64),
-    ("n", 1e308), ("max_tokens", -1), ("n", 0), ("top_k", -1),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("temperature", 1e308),
+        ("top_p", 1e308),
+        ("frequency_penalty", -1e308),
+        ("presence_penalty", 1e308),
+        ("max_tokens", 2**63),
+        ("max_tokens", 2**31),
+        ("n", 2**63),
+        ("top_k", 2**63),
+        ("seed", 2**63),
+        ("seed", 2**70),
+        ("max_completion_tokens", 2**64),
+        ("n", 1e308),
+        ("max_tokens", -1),
+        ("n", 0),
+        ("top_k", -1),
+    ],
+)
 def test_huge_numbers(live, field, value):
     assert_400(post_json(live, "/completions", completion(**{field: value})))
 
@@ -315,24 +344,34 @@ def test_deeply_nested_json(live, where):
     assert_400(send(live, "POST", "/completions", f'{head}, "{field}": {nested}}}'))
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/completions", b'{"model":"' + MODEL.encode() + b'","prompt":"\xff\xfe abc","max_tokens":2}'),
-    ("/completions", b'{"model":"\xc3\x28","prompt":"hi"}'),
-    ("/completions", b'{"model":"' + MODEL.encode() + b'","prompt":"\xed\xa0\x80"}'),  # surrogate
-    ("/completions", b'{"model":"' + MODEL.encode() + b'","prompt":"\\ud800 lone"}'),
-    ("/PII", b'{"prompt":"\xff"}'),
-    ("/injection", b'{"prompt":"\xc0\xaf"}'),  # overlong
-    ("/toxicity", b'{"text":"\xf5\x80\x80\x80"}'),  # above U+10FFFF
-    ("/factuality", b'{"reference":"a","text":"\x80"}'),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/completions", b'{"model":"' + MODEL.encode() + b'","prompt":"\xff\xfe abc","max_tokens":2}'),
+        ("/completions", b'{"model":"\xc3\x28","prompt":"hi"}'),
+        ("/completions", b'{"model":"' + MODEL.encode() + b'","prompt":"\xed\xa0\x80"}'),  # surrogate
+        ("/completions", b'{"model":"' + MODEL.encode() + b'","prompt":"\\ud800 lone"}'),
+        ("/PII", b'{"prompt":"\xff"}'),
+        ("/injection", b'{"prompt":"\xc0\xaf"}'),  # overlong
+        ("/toxicity", b'{"text":"\xf5\x80\x80\x80"}'),  # above U+10FFFF
+        ("/factuality", b'{"reference":"a","text":"\x80"}'),
+    ],
+)
 def test_invalid_utf8_body(live, path, body):
     assert_400(send(live, "POST", path, body))
 
 
-@pytest.mark.parametrize("target", [
-    "/models/%ff%fe", "/models/%c0%af", "/models/%ed%a0%80", "/models?capability=%ff",
-    "/readyz?x=%ff", "/completions?model=%ff",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/models/%ff%fe",
+        "/models/%c0%af",
+        "/models/%ed%a0%80",
+        "/models?capability=%ff",
+        "/readyz?x=%ff",
+        "/completions?model=%ff",
+    ],
+)
 def test_invalid_utf8_in_url(live, target):
     """The transcoder percent-decodes path and query values into proto strings; invalid
     UTF-8 there used to reach the orchestrator and fail its request parsing (500)."""
@@ -350,41 +389,51 @@ def test_ten_megabyte_body(live, path):
     assert r.status_code == 413 and "too large" in r.json()["error"]
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"prompt": ""}, "empty"),
-    ({"prompt": []}, "empty"),
-    ({"prompt": ["ok", ""]}, "empty"),
-    ({"prompt": ["a"] * 1000}, "at most 64"),
-    ({"model": "no-such-model"}, "not served"),
-    ({"model": ""}, "model"),
-    ({"stop": ["x"] * 100}, "at most 4"),
-    ({"stop": ""}, "empty"),
-    ({"prompt": ["a"] * 8, "n": 16}, "at most 64"),
-    ({"stream_options": {"include_usage": True}}, "stream"),
-    ({"logit_bias": {"abc": 1}}, "token id"),
-    ({"logit_bias": {"99999": 1}}, "vocabulary"),
-    ({"input": {"pii": "shred"}}, "input.pii"),
-    ({"input": {"pii": "replace", "pii_replace_method": "burn"}}, "pii_replace_method"),
-    ({"max_tokens": 2048, "prompt": "x " * 100}, "context length"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"prompt": ""}, "empty"),
+        ({"prompt": []}, "empty"),
+        ({"prompt": ["ok", ""]}, "empty"),
+        ({"prompt": ["a"] * 1000}, "at most 64"),
+        ({"model": "no-such-model"}, "not served"),
+        ({"model": ""}, "model"),
+        ({"stop": ["x"] * 100}, "at most 4"),
+        ({"stop": ""}, "empty"),
+        ({"prompt": ["a"] * 8, "n": 16}, "at most 64"),
+        ({"stream_options": {"include_usage": True}}, "stream"),
+        ({"logit_bias": {"abc": 1}}, "token id"),
+        ({"logit_bias": {"99999": 1}}, "vocabulary"),
+        ({"input": {"pii": "shred"}}, "input.pii"),
+        ({"input": {"pii": "replace", "pii_replace_method": "burn"}}, "pii_replace_method"),
+        ({"max_tokens": 2048, "prompt": "x " * 100}, "context length"),
+    ],
+)
 def test_limits(live, fields, message):
     r = post_json(live, "/completions", completion(**fields))
     assert_400(r)
     assert message in r.json()["error"]
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/PII", {"prompt": ""}), ("/PII", {"prompt": "   "}), ("/PII", {}),
-    ("/PII", {"prompt": "x", "replace": True, "replace_method": "burn"}),
-    ("/injection", {"prompt": ""}), ("/toxicity", {"text": ""}), ("/toxicity", {}),
-    ("/factuality", {"reference": "a"}), ("/factuality", {"text": "a", "reference": " "}),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/PII", {"prompt": ""}),
+        ("/PII", {"prompt": "   "}),
+        ("/PII", {}),
+        ("/PII", {"prompt": "x", "replace": True, "replace_method": "burn"}),
+        ("/injection", {"prompt": ""}),
+        ("/toxicity", {"text": ""}),
+        ("/toxicity", {}),
+        ("/factuality", {"reference": "a"}),
+        ("/factuality", {"text": "a", "reference": " "}),
+    ],
+)
 def test_check_limits(live, path, body):
     assert_400(post_json(live, path, body))
 
 
-@pytest.mark.parametrize("body", ["", "{", "[1, 2]", '"x"', "null", "1", "{\"model\": }",
-                                  "model=x&prompt=y", "\x00"])
+@pytest.mark.parametrize("body", ["", "{", "[1, 2]", '"x"', "null", "1", '{"model": }', "model=x&prompt=y", "\x00"])
 def test_malformed_bodies(live, body):
     assert_400(send(live, "POST", "/completions", body))
 
@@ -398,9 +447,15 @@ def test_unknown_json_fields_are_ignored(live):
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize("method,path", [
-    ("POST", "/completions"), ("GET", "/models"), ("GET", "/readyz"), ("GET", "/completions"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("POST", "/completions"),
+        ("GET", "/models"),
+        ("GET", "/readyz"),
+        ("GET", "/completions"),
+    ],
+)
 def test_unknown_query_parameter(live, method, path):
     body = json.dumps(completion()) if method == "POST" else None
     r = send(live, method, path, body, params={"bogus": "1"})
@@ -408,11 +463,20 @@ def test_unknown_query_parameter(live, method, path):
     assert "bogus" in r.json()["error"]
 
 
-@pytest.mark.parametrize("method,path", [
-    ("DELETE", "/completions"), ("PUT", "/completions"), ("PATCH", "/PII"), ("GET", "/toxicity"),
-    ("POST", "/models"), ("DELETE", "/models/completion"), ("POST", "/readyz"),
-    ("POST", "/openapi.json"), ("OPTIONS", "/PII"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("DELETE", "/completions"),
+        ("PUT", "/completions"),
+        ("PATCH", "/PII"),
+        ("GET", "/toxicity"),
+        ("POST", "/models"),
+        ("DELETE", "/models/completion"),
+        ("POST", "/readyz"),
+        ("POST", "/openapi.json"),
+        ("OPTIONS", "/PII"),
+    ],
+)
 def test_wrong_methods_are_405(live, method, path):
     r = send(live, method, path, "{}")
     assert r.status_code == 405, r.text
@@ -426,18 +490,21 @@ def test_unknown_paths_are_404(live, method, path):
     assert r.json() == {"error": "not found: no such route (method and path)"}
 
 
-@pytest.mark.parametrize("headers,status", [
-    ({"Authorization": "Bearer nope"}, 401),
-    ({"Authorization": "Basic Zm9vOmJhcg=="}, 401),
-    ({"Authorization": "Bearer " + "k" * 20_000}, 431),
-    ({"grpc-timeout": "garbage"}, 400),
-    ({"grpc-timeout": "999999999S"}, 400),
-    ({"grpc-encoding": "gzip"}, 200),  # gRPC protocol headers from a REST caller are dropped
-    ({"grpc-previous-rpc-attempts": "x"}, 200),
-    ({"x-anything-bin": "!!! not base64"}, 200),
-    ({"x-request-id": b"\xff\xfe"}, 200),
-    ({"content-type": "text/plain"}, 200),
-])
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ({"Authorization": "Bearer nope"}, 401),
+        ({"Authorization": "Basic Zm9vOmJhcg=="}, 401),
+        ({"Authorization": "Bearer " + "k" * 20_000}, 431),
+        ({"grpc-timeout": "garbage"}, 400),
+        ({"grpc-timeout": "999999999S"}, 400),
+        ({"grpc-encoding": "gzip"}, 200),  # gRPC protocol headers from a REST caller are dropped
+        ({"grpc-previous-rpc-attempts": "x"}, 200),
+        ({"x-anything-bin": "!!! not base64"}, 200),
+        ({"x-request-id": b"\xff\xfe"}, 200),
+        ({"content-type": "text/plain"}, 200),
+    ],
+)
 def test_hostile_headers(live, headers, status):
     r = send(live, "GET", "/models", None, headers=headers)
     assert r.status_code == status, r.text
@@ -453,8 +520,7 @@ def test_mesh_is_healthy_after_the_fuzzing(live):
     """Last in this module: nothing above broke the mesh."""
     r = httpx.get(f"{live.base_url}/readyz", timeout=10)
     assert r.status_code == 200, r.text
-    r = post_json(live, "/completions", completion(prompt="The capital of France is", temperature=0,
-                                                   max_tokens=8))
+    r = post_json(live, "/completions", completion(prompt="The capital of France is", temperature=0, max_tokens=8))
     assert r.status_code == 200, r.text
     body = r.json()
     COMPLETION.validate(body)

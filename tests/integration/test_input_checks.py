@@ -30,7 +30,7 @@ def test_standalone_pii_with_the_sdk(mesh):
     types = {e["type"] for e in found}
     assert {"EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON"} <= types
     email = next(e for e in found if e["type"] == "EMAIL_ADDRESS")
-    assert PII_PROMPT[email["start"]:email["end"]] == EMAIL
+    assert PII_PROMPT[email["start"] : email["end"]] == EMAIL
 
 
 @pytest.mark.parametrize("method", ["random", "fake", "mask"])
@@ -60,23 +60,40 @@ def test_standalone_injection_with_the_sdk(mesh):
 def test_pii_block_refuses_before_generation(mesh):
     r = post(mesh, "/completions", {"model": MODEL, "prompt": PII_PROMPT, "max_tokens": 5, "input": {"pii": "block"}})
     assert r.status_code == 400 and r.json() == {"error": "pii detected"}
-    clean = post(mesh, "/completions", {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 3,
-                                        "input": {"pii": "block"}})
+    clean = post(
+        mesh,
+        "/completions",
+        {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 3, "input": {"pii": "block"}},
+    )
     assert clean.status_code == 200
 
 
 def test_pii_replace_generates_from_the_rewritten_prompt_with_the_sdk(mesh):
     client = PredictionGuard(api_key=mesh.api_key, url=mesh.base_url)
-    result = client.completions.create(model=MODEL, prompt=PII_PROMPT, max_tokens=5, echo=True,
-                                       input={"pii": "replace", "pii_replace_method": "category"})
+    result = client.completions.create(
+        model=MODEL,
+        prompt=PII_PROMPT,
+        max_tokens=5,
+        echo=True,
+        input={"pii": "replace", "pii_replace_method": "category"},
+    )
     text = result["choices"][0]["text"]
     assert text.startswith("Write a short note to <PERSON> at <EMAIL_ADDRESS>")  # echo shows what was generated from
     assert EMAIL not in text and PHONE not in text
 
 
 def test_entity_list_leaves_those_types_alone(mesh):
-    r = post(mesh, "/completions", {"model": MODEL, "prompt": f"Email {EMAIL} please.", "max_tokens": 2, "echo": True,
-                                    "input": {"pii": "replace", "entity_list": ["EMAIL_ADDRESS"]}})
+    r = post(
+        mesh,
+        "/completions",
+        {
+            "model": MODEL,
+            "prompt": f"Email {EMAIL} please.",
+            "max_tokens": 2,
+            "echo": True,
+            "input": {"pii": "replace", "entity_list": ["EMAIL_ADDRESS"]},
+        },
+    )
     assert r.status_code == 200 and EMAIL in r.json()["choices"][0]["text"]
 
 
@@ -84,8 +101,12 @@ def test_prompt_injection_is_blocked_with_the_sdk(mesh):
     client = PredictionGuard(api_key=mesh.api_key, url=mesh.base_url)
     with pytest.raises(ValueError, match="prompt injection detected"):
         client.completions.create(model=MODEL, prompt=ATTACK, max_tokens=5, input={"block_prompt_injection": True})
-    ok = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=3,
-                                   input={"block_prompt_injection": True, "pii": "block"})
+    ok = client.completions.create(
+        model=MODEL,
+        prompt="The capital of France is",
+        max_tokens=3,
+        input={"block_prompt_injection": True, "pii": "block"},
+    )
     assert ok["choices"][0]["text"]
 
 
@@ -100,8 +121,12 @@ def test_bad_input_check_values_are_400(mesh):
 def test_no_prompt_or_pii_value_reaches_the_logs(mesh):
     secret = "Zelda Quixotefield"  # a unique name to search for
     prompt = f"My name is {secret}, my email is zq-unique-8841@example.org and my SSN is 536-22-8841."
-    for body in ({"input": {"pii": "replace"}}, {"input": {"pii": "block"}}, {"input": {"block_prompt_injection": True}},
-                 {"output": {"toxicity": True, "factuality": True}}):
+    for body in (
+        {"input": {"pii": "replace"}},
+        {"input": {"pii": "block"}},
+        {"input": {"block_prompt_injection": True}},
+        {"output": {"toxicity": True, "factuality": True}},
+    ):
         post(mesh, "/completions", {"model": MODEL, "prompt": prompt, "max_tokens": 3, **body})
     post(mesh, "/PII", {"prompt": prompt, "replace": False})
     post(mesh, "/injection", {"prompt": prompt})

@@ -19,16 +19,20 @@ pytestmark = pytest.mark.integration
 
 
 def call(mesh, method, path, key, body=None):
-    return httpx.request(method, f"{mesh.base_url}{path}", json=body, timeout=60,
-                         headers={"Authorization": f"Bearer {key}"})
+    return httpx.request(
+        method, f"{mesh.base_url}{path}", json=body, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    )
 
 
 def test_a_key_outside_its_endpoints_is_403(mesh):
     key = "gm-test-models-only"
     assert call(mesh, "GET", "/models", key).status_code == 200
-    for method, path, body in [("POST", "/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 2}),
-                               ("GET", "/completions", None), ("POST", "/PII", {"prompt": "hi", "replace": True}),
-                               ("POST", "/toxicity", {"text": "hi"})]:
+    for method, path, body in [
+        ("POST", "/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 2}),
+        ("GET", "/completions", None),
+        ("POST", "/PII", {"prompt": "hi", "replace": True}),
+        ("POST", "/toxicity", {"text": "hi"}),
+    ]:
         r = call(mesh, method, path, key, body)
         assert r.status_code == 403 and r.json() == {"error": FORBIDDEN}, path
         assert r.headers["content-type"].startswith("application/json")
@@ -64,22 +68,30 @@ def test_grpc_callers_get_the_same_answers(mesh):
     with pytest.raises(grpc.RpcError) as err:
         completions.CreateCompletion(request, metadata=[("authorization", "Bearer nope")], timeout=30)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    ok = models.ListModels(model_service_pb2.ListModelsRequest(),
-                           metadata=[("authorization", "Bearer gm-test-models-only")], timeout=30)
+    ok = models.ListModels(
+        model_service_pb2.ListModelsRequest(), metadata=[("authorization", "Bearer gm-test-models-only")], timeout=30
+    )
     assert ok.data[0].id == MODEL
     channel.close()
 
 
 def test_revoking_a_key_lets_the_running_request_finish_and_refuses_the_next(mesh):
     key = "gm-test-revocable"
-    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 150, "temperature": 0, "stream": True,
-            "logit_bias": {"0": -100, "2": -100}}
+    body = {
+        "model": MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": 150,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": {"0": -100, "2": -100},
+    }
     events: list[str] = []
     started = threading.Event()
 
     def stream():
-        with httpx.stream("POST", f"{mesh.base_url}/completions", json=body, timeout=120,
-                          headers={"Authorization": f"Bearer {key}"}) as r:
+        with httpx.stream(
+            "POST", f"{mesh.base_url}/completions", json=body, timeout=120, headers={"Authorization": f"Bearer {key}"}
+        ) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     events.append(line[6:])
@@ -117,8 +129,9 @@ def test_grpc_callers_are_rate_limited_too(mesh):
     codes = []
     for _ in range(4):  # the slow key allows 2 a minute (its bucket may already be empty)
         try:
-            models.ListModels(model_service_pb2.ListModelsRequest(),
-                              metadata=[("authorization", "Bearer gm-test-slow")], timeout=30)
+            models.ListModels(
+                model_service_pb2.ListModelsRequest(), metadata=[("authorization", "Bearer gm-test-slow")], timeout=30
+            )
             codes.append(grpc.StatusCode.OK)
         except grpc.RpcError as e:
             codes.append(e.code())

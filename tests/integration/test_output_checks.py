@@ -48,8 +48,13 @@ def test_standalone_checks_reject_empty_input(mesh):
 
 
 def test_toxic_output_fails_the_request(mesh):
-    body = {"model": MODEL, "prompt": "You are", "max_tokens": 6, "temperature": 0,
-            "logit_bias": forced(mesh, " stupid")}
+    body = {
+        "model": MODEL,
+        "prompt": "You are",
+        "max_tokens": 6,
+        "temperature": 0,
+        "logit_bias": forced(mesh, " stupid"),
+    }
     unchecked = post(mesh, "/completions", body)
     assert unchecked.status_code == 200 and unchecked.json()["choices"][0]["text"] == " stupid" * 6
     r = post(mesh, "/completions", {**body, "output": {"toxicity": True}})
@@ -57,14 +62,29 @@ def test_toxic_output_fails_the_request(mesh):
 
 
 def test_clean_output_passes_the_toxicity_check(mesh):
-    r = post(mesh, "/completions", {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 8,
-                                    "temperature": 0, "output": {"toxicity": True}})
+    r = post(
+        mesh,
+        "/completions",
+        {
+            "model": MODEL,
+            "prompt": "The capital of France is",
+            "max_tokens": 8,
+            "temperature": 0,
+            "output": {"toxicity": True},
+        },
+    )
     assert r.status_code == 200 and "Paris" in r.json()["choices"][0]["text"]
 
 
 def test_unsupported_output_fails_the_factuality_check(mesh):
-    body = {"model": MODEL, "prompt": "The Eiffel Tower in Paris was completed in 1889.", "max_tokens": 5,
-            "temperature": 0, "logit_bias": forced(mesh, " banana"), "output": {"factuality": True}}
+    body = {
+        "model": MODEL,
+        "prompt": "The Eiffel Tower in Paris was completed in 1889.",
+        "max_tokens": 5,
+        "temperature": 0,
+        "logit_bias": forced(mesh, " banana"),
+        "output": {"factuality": True},
+    }
     r = post(mesh, "/completions", body)
     assert r.status_code == 400 and r.json() == {"error": "failed factuality check"}
 
@@ -72,14 +92,22 @@ def test_unsupported_output_fails_the_factuality_check(mesh):
 def test_supported_output_passes_the_factuality_check_with_the_sdk(mesh):
     client = PredictionGuard(api_key=mesh.api_key, url=mesh.base_url)
     reference = "Water boils at 100 degrees Celsius. Water boils at"
-    result = client.completions.create(model=MODEL, prompt=reference, max_tokens=6, temperature=0,
-                                       output={"factuality": True, "toxicity": True})
+    result = client.completions.create(
+        model=MODEL, prompt=reference, max_tokens=6, temperature=0, output={"factuality": True, "toxicity": True}
+    )
     assert "100 degrees" in result["choices"][0]["text"]
 
 
 def test_streaming_with_output_checks_ends_with_an_error_event_on_failure(mesh):
-    body = {"model": MODEL, "prompt": "You are", "max_tokens": 6, "temperature": 0, "stream": True,
-            "logit_bias": forced(mesh, " stupid"), "output": {"toxicity": True}}
+    body = {
+        "model": MODEL,
+        "prompt": "You are",
+        "max_tokens": 6,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": forced(mesh, " stupid"),
+        "output": {"toxicity": True},
+    }
     with httpx.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers(), timeout=60) as r:
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     # The first check happens at the end of the text (no sentence end before it): nothing
@@ -89,8 +117,14 @@ def test_streaming_with_output_checks_ends_with_an_error_event_on_failure(mesh):
 
 
 def test_streaming_with_output_checks_releases_checked_text(mesh):
-    body = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0,
-            "stream": True, "output": {"toxicity": True}}
+    body = {
+        "model": MODEL,
+        "prompt": "The capital of France is",
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream": True,
+        "output": {"toxicity": True},
+    }
     whole = post(mesh, "/completions", {**body, "stream": False}).json()["choices"][0]["text"]
     with httpx.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers(), timeout=60) as r:
         data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]

@@ -1,6 +1,7 @@
 """Every generation parameter, observed through the gateway."""
 
 import json
+
 import httpx
 import pytest
 from openai import OpenAI
@@ -33,13 +34,19 @@ def test_logit_bias_forces_a_token(mesh, tokenizer):
     # A strong negative bias removes the greedy choice.
     greedy = complete(mesh, prompt="The capital of France is", max_tokens=1, temperature=0)["choices"][0]["text"]
     [first] = tokenizer.encode(greedy, add_special_tokens=False).ids
-    assert text(mesh, prompt="The capital of France is", max_tokens=1, temperature=0,
-                logit_bias={str(first): -100}) != greedy
+    assert (
+        text(mesh, prompt="The capital of France is", max_tokens=1, temperature=0, logit_bias={str(first): -100})
+        != greedy
+    )
 
 
 def test_logit_bias_outside_the_vocabulary_is_400(mesh):
-    r = httpx.post(f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=30,
-                   json={"model": MODEL, "prompt": "x", "logit_bias": {"999999": 5}})
+    r = httpx.post(
+        f"{mesh.base_url}/completions",
+        headers=mesh.headers(),
+        timeout=30,
+        json={"model": MODEL, "prompt": "x", "logit_bias": {"999999": 5}},
+    )
     assert r.status_code == 400 and "outside the vocabulary" in r.json()["error"]
 
 
@@ -53,7 +60,8 @@ def test_top_k_one_equals_greedy_whatever_the_temperature(mesh):
 def test_tiny_top_p_equals_greedy(mesh):
     prompt = "My favourite animal is"
     assert text(mesh, prompt=prompt, max_tokens=12, temperature=1.0, top_p=1e-6, seed=3) == text(
-        mesh, prompt=prompt, max_tokens=12, temperature=0)
+        mesh, prompt=prompt, max_tokens=12, temperature=0
+    )
 
 
 def test_stop_cuts_the_greedy_text_exactly_before_it(mesh):
@@ -70,9 +78,13 @@ def test_stop_spanning_tokens_never_leaks_in_a_stream(mesh):
     prompt = "One, two, three,"
     greedy = text(mesh, prompt=prompt, max_tokens=20, temperature=0)
     stop = greedy[6:14]  # several tokens long
-    with httpx.stream("POST", f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=60,
-                      json={"model": MODEL, "prompt": prompt, "max_tokens": 20, "temperature": 0, "stop": stop,
-                            "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        f"{mesh.base_url}/completions",
+        headers=mesh.headers(),
+        timeout=60,
+        json={"model": MODEL, "prompt": prompt, "max_tokens": 20, "temperature": 0, "stop": stop, "stream": True},
+    ) as r:
         chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     streamed = "".join(c["choices"][0]["text"] for c in chunks)
     assert streamed == greedy[: greedy.index(stop)]
@@ -121,26 +133,39 @@ def test_concurrent_requests_keep_their_own_parameters(mesh, tokenizer):
     [banana] = tokenizer.encode(" banana", add_special_tokens=False).ids
     greedy = text(mesh, prompt="The capital of France is", max_tokens=8, temperature=0)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        biased = [pool.submit(text, mesh, prompt="The capital of France is", max_tokens=8, temperature=0,
-                              logit_bias={str(banana): 100}) for _ in range(2)]
-        plain = [pool.submit(text, mesh, prompt="The capital of France is", max_tokens=8, temperature=0)
-                 for _ in range(2)]
+        biased = [
+            pool.submit(
+                text,
+                mesh,
+                prompt="The capital of France is",
+                max_tokens=8,
+                temperature=0,
+                logit_bias={str(banana): 100},
+            )
+            for _ in range(2)
+        ]
+        plain = [
+            pool.submit(text, mesh, prompt="The capital of France is", max_tokens=8, temperature=0) for _ in range(2)
+        ]
         assert [f.result() for f in biased] == [" banana" * 8] * 2
         assert [f.result() for f in plain] == [greedy] * 2
 
 
 def test_predictionguard_sdk_streams(mesh):
     client = PredictionGuard(api_key=mesh.api_key, url=mesh.base_url)
-    chunks = list(client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, stream=True,
-                                            temperature=0.1))
+    chunks = list(
+        client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, stream=True, temperature=0.1)
+    )
     assert chunks and all("data" in c for c in chunks)
     assert "".join(c["data"]["choices"][0]["text"] for c in chunks).strip()
 
 
 def test_openai_sdk_streams_without_usage(mesh):
     client = OpenAI(base_url=mesh.base_url, api_key=mesh.api_key)
-    chunks = list(client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0,
-                                            stream=True))
+    chunks = list(
+        client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0, stream=True)
+    )
     assert all(c.usage is None for c in chunks)
-    assert "".join(c.choices[0].text for c in chunks) == text(mesh, prompt="Once upon a time", max_tokens=8,
-                                                              temperature=0)
+    assert "".join(c.choices[0].text for c in chunks) == text(
+        mesh, prompt="Once upon a time", max_tokens=8, temperature=0
+    )

@@ -18,8 +18,14 @@ def no_eos_bias(mesh) -> dict[str, float]:
 
 def test_disconnecting_client_cancels_its_generation(mesh):
     max_tokens = 1500
-    body = {"model": MODEL, "prompt": "Count from one to a thousand: one, two,", "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "logit_bias": no_eos_bias(mesh)}
+    body = {
+        "model": MODEL,
+        "prompt": "Count from one to a thousand: one, two,",
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": no_eos_bias(mesh),
+    }
     tokens_before = mesh.generation_metric("generation_tokens_total")
     with httpx.Client(timeout=60) as client:
         with client.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers()) as r:
@@ -41,15 +47,24 @@ def test_disconnecting_client_cancels_its_generation(mesh):
 
 
 def test_error_before_first_token_is_a_normal_json_error(mesh):
-    r = httpx.post(f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=30,
-                   json={"model": MODEL, "prompt": "x", "stream": True, "temperature": 9})
+    r = httpx.post(
+        f"{mesh.base_url}/completions",
+        headers=mesh.headers(),
+        timeout=30,
+        json={"model": MODEL, "prompt": "x", "stream": True, "temperature": 9},
+    )
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
     assert "temperature" in r.json()["error"]
 
 
 def test_list_prompts_stream_every_choice(mesh):
-    body = {"model": MODEL, "prompt": ["The capital of France is", "One, two, three,"], "max_tokens": 6,
-            "temperature": 0, "stream": True}
+    body = {
+        "model": MODEL,
+        "prompt": ["The capital of France is", "One, two, three,"],
+        "max_tokens": 6,
+        "temperature": 0,
+        "stream": True,
+    }
     with httpx.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers(), timeout=60) as r:
         data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
@@ -60,7 +75,8 @@ def test_list_prompts_stream_every_choice(mesh):
             texts[c["index"]] = texts.get(c["index"], "") + c["text"]
             if c["finish_reason"]:
                 finishes[c["index"]] = c["finish_reason"]
-    whole = httpx.post(f"{mesh.base_url}/completions", json={**body, "stream": False}, headers=mesh.headers(),
-                       timeout=60).json()
+    whole = httpx.post(
+        f"{mesh.base_url}/completions", json={**body, "stream": False}, headers=mesh.headers(), timeout=60
+    ).json()
     assert texts == {c["index"]: c["text"] for c in whole["choices"]}
     assert set(finishes) == {0, 1}

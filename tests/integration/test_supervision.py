@@ -22,8 +22,12 @@ def test_killed_orchestrator_comes_back(mesh):
     else:
         pytest.fail("orchestrator was not restarted")
     mesh.wait_ready(timeout_s=60)
-    r = httpx.post(f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=60,
-                   json={"model": "SmolLM2-135M-Instruct", "prompt": "Hello", "max_tokens": 3})
+    r = httpx.post(
+        f"{mesh.base_url}/completions",
+        headers=mesh.headers(),
+        timeout=60,
+        json={"model": "SmolLM2-135M-Instruct", "prompt": "Hello", "max_tokens": 3},
+    )
     assert r.status_code == 200
 
 
@@ -31,8 +35,14 @@ def test_generation_dying_mid_stream_ends_the_stream_with_an_error_event_and_com
     import json
 
     info = json.loads((mesh.model_dir / "model_info.json").read_text())
-    body = {"model": "SmolLM2-135M-Instruct", "prompt": "Count: one, two,", "max_tokens": 1000, "temperature": 0,
-            "stream": True, "logit_bias": {str(t): -100 for t in info["eos_token_ids"]}}
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "prompt": "Count: one, two,",
+        "max_tokens": 1000,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": {str(t): -100 for t in info["eos_token_ids"]},
+    }
     pid = int(mesh.supervisorctl("pid", "generation"))
     events = []
     with httpx.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers(), timeout=60) as r:
@@ -47,8 +57,12 @@ def test_generation_dying_mid_stream_ends_the_stream_with_an_error_event_and_com
     assert "unavailable" in json.loads(events[-1])["error"]
     assert all("choices" in json.loads(e) for e in events[:-1])
     mesh.wait_ready(timeout_s=120)
-    r = httpx.post(f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=60,
-                   json={"model": "SmolLM2-135M-Instruct", "prompt": "Hello", "max_tokens": 3})
+    r = httpx.post(
+        f"{mesh.base_url}/completions",
+        headers=mesh.headers(),
+        timeout=60,
+        json={"model": "SmolLM2-135M-Instruct", "prompt": "Hello", "max_tokens": 3},
+    )
     assert r.status_code == 200
 
 
@@ -57,8 +71,14 @@ def test_sigterm_lets_a_running_stream_finish(mesh):
     import json
     import threading
 
-    body = {"model": "SmolLM2-135M-Instruct", "prompt": "Once upon a time", "max_tokens": 120, "temperature": 0,
-            "stream": True, "logit_bias": {"0": -100, "2": -100}}
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "prompt": "Once upon a time",
+        "max_tokens": 120,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": {"0": -100, "2": -100},
+    }
     events: list[str] = []
     started = threading.Event()
 

@@ -35,8 +35,13 @@ class Outcome:
 def _completion(mesh, client, extra) -> tuple[bool, bool, str]:
     # Greedy, so the output checks see the same text every time: " 100 degrees Celsius",
     # which passes both toxicity and factuality against this prompt.
-    body = {"model": MODEL, "prompt": "Water boils at 100 degrees Celsius. Water boils at", "max_tokens": 6,
-            "temperature": 0, **extra}
+    body = {
+        "model": MODEL,
+        "prompt": "Water boils at 100 degrees Celsius. Water boils at",
+        "max_tokens": 6,
+        "temperature": 0,
+        **extra,
+    }
     r = client.post("/completions", json=body, headers=mesh.headers())
     if r.status_code == 200:
         body = r.json()
@@ -72,9 +77,14 @@ WORKLOADS: dict[str, tuple[set[str], Callable]] = {
     "list": ({"generation"}, lambda m, c: _completion(m, c, {"prompt": ["One, two,", "Red, green,"]})),
     "stream": ({"generation"}, _stream),
     "pii_replace": ({"generation", "pii"}, lambda m, c: _completion(m, c, {"input": {"pii": "replace"}})),
-    "injection": ({"generation", "injection"}, lambda m, c: _completion(m, c, {"input": {"block_prompt_injection": True}})),
-    "output_checks": ({"generation", "toxicity", "factuality"},
-                      lambda m, c: _completion(m, c, {"output": {"toxicity": True, "factuality": True}})),
+    "injection": (
+        {"generation", "injection"},
+        lambda m, c: _completion(m, c, {"input": {"block_prompt_injection": True}}),
+    ),
+    "output_checks": (
+        {"generation", "toxicity", "factuality"},
+        lambda m, c: _completion(m, c, {"output": {"toxicity": True, "factuality": True}}),
+    ),
     "toxicity": ({"toxicity"}, lambda m, c: _check(m, c, "/toxicity", {"text": "have a nice day"})),
     "pii": ({"pii"}, lambda m, c: _check(m, c, "/PII", {"prompt": "call 212-555-0148", "replace": True})),
 }
@@ -98,7 +108,9 @@ def run_load(mesh, stop: threading.Event, outcomes: list[Outcome], worker: int) 
             outcomes.append(Outcome(kind, ok, clean, time.monotonic() - started, time.monotonic(), detail))
 
 
-@pytest.mark.parametrize("victim", ["pii", "injection", "toxicity", "factuality", "generation", "orchestrator", "gateway"])
+@pytest.mark.parametrize(
+    "victim", ["pii", "injection", "toxicity", "factuality", "generation", "orchestrator", "gateway"]
+)
 def test_killing_a_process_under_load(mesh, victim, record_property):
     mesh.wait_ready(timeout_s=120)
     outcomes: list[Outcome] = []
@@ -135,9 +147,11 @@ def test_killing_a_process_under_load(mesh, victim, record_property):
     record_property("failed", len(failures))
     record_property("longest_failure_s", max((o.seconds for o in failures), default=0))
     record_property("recovery_s", None if recovered_at is None else recovered_at - killed_at)
-    print(f"\n{victim}: {len(failures)} failed of {len(after)}, longest failure "
-          f"{max((o.seconds for o in failures), default=0):.2f}s, recovered after "
-          f"{'never' if recovered_at is None else f'{recovered_at - killed_at:.1f}s'}")
+    print(
+        f"\n{victim}: {len(failures)} failed of {len(after)}, longest failure "
+        f"{max((o.seconds for o in failures), default=0):.2f}s, recovered after "
+        f"{'never' if recovered_at is None else f'{recovered_at - killed_at:.1f}s'}"
+    )
     assert recovered_at is not None, f"{victim} did not recover: {[o.detail for o in failures[-5:]]}"
     assert not unclean, [(o.kind, o.detail) for o in unclean[:5]]
     assert not unaffected, [(o.kind, o.detail) for o in unaffected[:5]]

@@ -13,8 +13,13 @@ pytestmark = pytest.mark.integration
 def test_a_burst_beyond_capacity_is_refused_fast_and_drains(mesh):
     # Capacity in the test mesh: 32 KV-cache slots + 32 waiting (GENERATION_MAX_WAITING).
     burst = 320
-    body = {"model": MODEL, "prompt": "Say something:", "max_tokens": 24, "temperature": 0,
-            "logit_bias": {"0": -100, "2": -100}}
+    body = {
+        "model": MODEL,
+        "prompt": "Say something:",
+        "max_tokens": 24,
+        "temperature": 0,
+        "logit_bias": {"0": -100, "2": -100},
+    }
 
     async def one(client: httpx.AsyncClient) -> tuple[int, dict, float]:
         started = time.monotonic()
@@ -39,6 +44,10 @@ def test_a_burst_beyond_capacity_is_refused_fast_and_drains(mesh):
     while mesh.active_sequences() > 0 or mesh.generation_metric("generation_waiting_sequences") > 0:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    r = httpx.post(f"{mesh.base_url}/completions", json={"model": MODEL, "prompt": "Hello", "max_tokens": 3},
-                   headers=mesh.headers(), timeout=60)
+    r = httpx.post(
+        f"{mesh.base_url}/completions",
+        json={"model": MODEL, "prompt": "Hello", "max_tokens": 3},
+        headers=mesh.headers(),
+        timeout=60,
+    )
     assert r.status_code == 200

@@ -17,12 +17,18 @@ def test_a_client_that_sends_half_a_body_gets_408_and_holds_nothing(mesh):
     stuck = []
     for _ in range(20):  # more stuck clients than Envoy has workers
         s = socket.create_connection((host, int(port)), timeout=30)
-        s.sendall(b"POST /completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Authorization: Bearer " + mesh.api_key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"model\":")
+        s.sendall(
+            b"POST /completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + mesh.api_key.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"model":'
+        )
         stuck.append(s)
     started = time.monotonic()
-    r = httpx.post(f"{mesh.base_url}/completions", headers=mesh.headers(), timeout=30,
-                   json={"model": MODEL, "prompt": "Hello", "max_tokens": 2})
+    r = httpx.post(
+        f"{mesh.base_url}/completions",
+        headers=mesh.headers(),
+        timeout=30,
+        json={"model": MODEL, "prompt": "Hello", "max_tokens": 2},
+    )
     assert r.status_code == 200  # served while the stuck clients wait
     answer = stuck[0].recv(4096).decode()
     assert answer.startswith("HTTP/1.1 408"), answer[:100]
@@ -34,8 +40,14 @@ def test_a_client_that_sends_half_a_body_gets_408_and_holds_nothing(mesh):
 
 def test_streams_abandoned_at_random_points_leave_no_generation_running(mesh):
     rng = random.Random(7)
-    body = {"model": MODEL, "prompt": "Count: one, two,", "max_tokens": 400, "temperature": 0, "stream": True,
-            "logit_bias": {"0": -100, "2": -100}}
+    body = {
+        "model": MODEL,
+        "prompt": "Count: one, two,",
+        "max_tokens": 400,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": {"0": -100, "2": -100},
+    }
 
     async def abandon(client: httpx.AsyncClient, after_events: int) -> None:
         async with client.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers()) as r:

@@ -21,10 +21,25 @@ REQUESTS = [
     ("/completions", {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 16}),
     ("/completions", {"model": MODEL, "prompt": ["One, two,", "Red, green,"], "max_tokens": 8}),
     ("/completions", {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 24, "stream": True}),
-    ("/completions", {"model": MODEL, "prompt": "Email jane@example.com about it", "max_tokens": 8,
-                      "input": {"pii": "replace", "block_prompt_injection": True}}),
-    ("/completions", {"model": MODEL, "prompt": "Water boils at 100 degrees Celsius. Water boils at",
-                      "max_tokens": 6, "temperature": 0, "output": {"toxicity": True, "factuality": True}}),
+    (
+        "/completions",
+        {
+            "model": MODEL,
+            "prompt": "Email jane@example.com about it",
+            "max_tokens": 8,
+            "input": {"pii": "replace", "block_prompt_injection": True},
+        },
+    ),
+    (
+        "/completions",
+        {
+            "model": MODEL,
+            "prompt": "Water boils at 100 degrees Celsius. Water boils at",
+            "max_tokens": 6,
+            "temperature": 0,
+            "output": {"toxicity": True, "factuality": True},
+        },
+    ),
     ("/toxicity", {"text": "have a lovely day"}),
     ("/PII", {"prompt": "call 212-555-0148 now", "replace": True}),
 ]
@@ -80,15 +95,41 @@ def test_soak(mesh):
     for minute in range(int(-(-minutes // 1))):
         lat = [s[1] * 1000 for s in samples if minute * 60 <= s[0] < (minute + 1) * 60]
         codes = [s[2] for s in samples if minute * 60 <= s[0] < (minute + 1) * 60]
-        rows.append([minute + 1, len(lat), percentile(lat, 50), percentile(lat, 95), percentile(lat, 99),
-                     sum(c >= 500 for c in codes), sum(400 <= c < 500 for c in codes)])
-    report("soak_latency", f"soak: {minutes:g} min, concurrency {CONCURRENCY}, mixed workload",
-           ["minute", "requests", "p50_ms", "p95_ms", "p99_ms", "5xx", "4xx"], rows)
-    proc_rows = [[n, start_stats[n]["rss_mib"], end_stats[n]["rss_mib"], start_stats[n]["fds"], end_stats[n]["fds"],
-                  start_stats[n]["pid"] == end_stats[n]["pid"]] for n in PROCESSES]
-    report("soak_processes", "soak: memory and file descriptors per process (with children)",
-           ["process", "rss_start_mib", "rss_end_mib", "fds_start", "fds_end", "same_pid"], proc_rows,
-           {"start": start_stats, "end": end_stats})
+        rows.append(
+            [
+                minute + 1,
+                len(lat),
+                percentile(lat, 50),
+                percentile(lat, 95),
+                percentile(lat, 99),
+                sum(c >= 500 for c in codes),
+                sum(400 <= c < 500 for c in codes),
+            ]
+        )
+    report(
+        "soak_latency",
+        f"soak: {minutes:g} min, concurrency {CONCURRENCY}, mixed workload",
+        ["minute", "requests", "p50_ms", "p95_ms", "p99_ms", "5xx", "4xx"],
+        rows,
+    )
+    proc_rows = [
+        [
+            n,
+            start_stats[n]["rss_mib"],
+            end_stats[n]["rss_mib"],
+            start_stats[n]["fds"],
+            end_stats[n]["fds"],
+            start_stats[n]["pid"] == end_stats[n]["pid"],
+        ]
+        for n in PROCESSES
+    ]
+    report(
+        "soak_processes",
+        "soak: memory and file descriptors per process (with children)",
+        ["process", "rss_start_mib", "rss_end_mib", "fds_start", "fds_end", "same_pid"],
+        proc_rows,
+        {"start": start_stats, "end": end_stats},
+    )
     print(json.dumps({"requests": len(samples)}))
     assert samples and all(code < 500 for _, _, code in samples)
     assert all(row[5] for row in proc_rows), "a process restarted during the soak"

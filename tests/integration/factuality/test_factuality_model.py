@@ -1,17 +1,14 @@
 """The real factuality scorer (MiniLM int8 embeddings + fact checks) on clear-cut cases."""
 
 import pytest
+
 from factuality.scorer import EmbeddingScorer, Pair
 
 pytestmark = pytest.mark.model
 
 THRESHOLD = 0.5  # the recommended default (see tests/bench/test_factuality_bench.py)
-EIFFEL_1889 = (
-    "The Eiffel Tower in Paris was completed in 1889 for the World's Fair. It is 330 metres tall."
-)
-EIFFEL_1887 = (
-    "The Eiffel Tower in Paris was completed in 1887 for the World's Fair. It is 330 metres tall."
-)
+EIFFEL_1889 = "The Eiffel Tower in Paris was completed in 1889 for the World's Fair. It is 330 metres tall."
+EIFFEL_1887 = "The Eiffel Tower in Paris was completed in 1887 for the World's Fair. It is 330 metres tall."
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +40,5 @@ def test_clear_cases(scorer, text, supported):
 
 
 def test_batched_equals_one_at_a_time(scorer):
-    pairs = [
-        Pair(EIFFEL_1889, t)
-        for t in ("The Eiffel Tower was completed in 1889.", "It is in Rome.", "Hi.")
-    ]
+    pairs = [Pair(EIFFEL_1889, t) for t in ("The Eiffel Tower was completed in 1889.", "It is in Rome.", "Hi.")]
     assert scorer.score(pairs) == pytest.approx([scorer.score([p])[0] for p in pairs], abs=1e-4)

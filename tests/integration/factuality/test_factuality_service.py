@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from guardmesh.factuality.v1 import factuality_service_pb2 as pb
 from guardmesh.factuality.v1 import factuality_service_pb2_grpc
 
@@ -54,9 +55,7 @@ def address(tmp_path_factory):
         "FACTUALITY_METRICS_PORT": str(_free_port()),
     }
     with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "factuality"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen([sys.executable, "-m", "factuality"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_serving(f"127.0.0.1:{port}", process)
         yield f"127.0.0.1:{port}"
@@ -107,18 +106,9 @@ def test_bad_pairs_are_invalid_argument(address):
 def test_a_cancelled_call_does_not_break_the_service(address):
     with grpc.insecure_channel(address) as channel:
         stub = factuality_service_pb2_grpc.FactualityServiceStub(channel)
-        big = pb.Pair(
-            reference="Some reference sentence here. " * 600, text="Some text sentence. " * 900
-        )
+        big = pb.Pair(reference="Some reference sentence here. " * 600, text="Some text sentence. " * 900)
         with pytest.raises(grpc.RpcError) as e:
             stub.Score(pb.ScoreRequest(pairs=[big] * 8), timeout=0.05)
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         time.sleep(1)
-        assert (
-            len(
-                stub.Score(
-                    pb.ScoreRequest(pairs=[pb.Pair(reference="a b", text="a b")]), timeout=30
-                ).scores
-            )
-            == 1
-        )
+        assert len(stub.Score(pb.ScoreRequest(pairs=[pb.Pair(reference="a b", text="a b")]), timeout=30).scores) == 1

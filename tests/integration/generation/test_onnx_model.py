@@ -67,9 +67,7 @@ def test_greedy_paris(reference: list[list[int]], tok: Tokenizer) -> None:
     assert "Paris" in tok.decode(reference[0])
 
 
-def test_batched_decode_matches_single(
-    lm: OnnxCausalLM, tok: Tokenizer, reference: list[list[int]]
-) -> None:
+def test_batched_decode_matches_single(lm: OnnxCausalLM, tok: Tokenizer, reference: list[list[int]]) -> None:
     """All prompts (different lengths) in one batch, token for token equal to alone."""
     lm.release_all()
     outs = [[int(lm.prefill(s, tok.encode(p)).argmax())] for s, p in enumerate(PROMPTS)]

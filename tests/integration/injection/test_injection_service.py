@@ -6,7 +6,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from guardmesh.injection.v1 import injection_service_pb2 as pb, injection_service_pb2_grpc
+from guardmesh.injection.v1 import injection_service_pb2 as pb
+from guardmesh.injection.v1 import injection_service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from check_service_process import start_service, stop_service  # noqa: E402

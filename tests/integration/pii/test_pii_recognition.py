@@ -121,9 +121,7 @@ async def test_fake_is_consistent_within_one_request(pii_engine):
 
 
 async def test_excluded_entities_are_left_alone(pii_engine):
-    [out], [spans] = await pii_engine.anonymize(
-        [TEXT], Method.CATEGORY, excluded=["PERSON", "phone_number"]
-    )
+    [out], [spans] = await pii_engine.anonymize([TEXT], Method.CATEGORY, excluded=["PERSON", "phone_number"])
     assert out == "Hi, I am John Smith; write to <EMAIL_ADDRESS> or call 212-555-0146. John Smith"
     assert [s.type for s in spans] == ["EMAIL_ADDRESS"]
 

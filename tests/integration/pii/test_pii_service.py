@@ -6,7 +6,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from guardmesh.pii.v1 import pii_service_pb2 as pb, pii_service_pb2_grpc
+from guardmesh.pii.v1 import pii_service_pb2 as pb
+from guardmesh.pii.v1 import pii_service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from check_service_process import start_service, stop_service  # noqa: E402
@@ -14,10 +15,7 @@ from check_service_process import start_service, stop_service  # noqa: E402
 pytestmark = pytest.mark.integration
 
 SECRETS = ["Johanna Whitfield", "johanna.whitfield@example.com", "212-555-0146", "536-22-8726"]
-TEXT = (
-    f"I am {SECRETS[0]}, mail {SECRETS[1]}, phone {SECRETS[2]}, "
-    f"and my social security number is {SECRETS[3]}."
-)
+TEXT = f"I am {SECRETS[0]}, mail {SECRETS[1]}, phone {SECRETS[2]}, and my social security number is {SECRETS[3]}."
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +32,7 @@ def stub(pii_process):
 
 
 def test_analyze(stub):
-    response = stub.Analyze(
-        pb.AnalyzeRequest(texts=[TEXT, "What is the capital of France?"]), timeout=30
-    )
+    response = stub.Analyze(pb.AnalyzeRequest(texts=[TEXT, "What is the capital of France?"]), timeout=30)
     assert len(response.results) == 2
     found = response.results[0].entities
     assert [e.type for e in found] == ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN"]
@@ -58,14 +54,11 @@ def test_anonymize_each_method(stub):
         assert not any(s in out for s in SECRETS), method
         assert len(response.results[0].entities) == 4
     category = stub.Anonymize(
-        pb.AnonymizeRequest(
-            texts=[TEXT], method=pb.REPLACE_METHOD_CATEGORY, excluded_entities=["PHONE_NUMBER"]
-        ),
+        pb.AnonymizeRequest(texts=[TEXT], method=pb.REPLACE_METHOD_CATEGORY, excluded_entities=["PHONE_NUMBER"]),
         timeout=30,
     )
     assert category.texts[0] == (
-        "I am <PERSON>, mail <EMAIL_ADDRESS>, phone 212-555-0146, "
-        "and my social security number is <US_SSN>."
+        "I am <PERSON>, mail <EMAIL_ADDRESS>, phone 212-555-0146, and my social security number is <US_SSN>."
     )
 
 

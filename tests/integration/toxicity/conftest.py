@@ -4,11 +4,10 @@ import os
 from pathlib import Path
 
 import pytest
+
 from toxicity.classifier import HEAD_FILE
 
-DEFAULT_DIR = Path(
-    os.environ.get("TOXICITY_MODEL_DIR", Path.home() / ".cache/guardmesh/models/toxicity")
-)
+DEFAULT_DIR = Path(os.environ.get("TOXICITY_MODEL_DIR", Path.home() / ".cache/guardmesh/models/toxicity"))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The real toxicity classifier (profanity model + MiniLM head) on clear-cut cases."""
 
 import pytest
+
 from toxicity.classifier import CombinedClassifier
 
 pytestmark = pytest.mark.model
@@ -45,11 +46,7 @@ def test_the_embedding_head_catches_threats_the_profanity_model_misses(classifie
 
 
 def test_a_threat_inside_a_long_benign_answer_is_found(classifier):
-    text = (
-        "Here is the weather report for the week. " * 20
-        + "I will slit your throat. "
-        + "Have a nice day. " * 5
-    )
+    text = "Here is the weather report for the week. " * 20 + "I will slit your throat. " + "Have a nice day. " * 5
     assert classifier.score([text])[0] > THRESHOLD
 
 

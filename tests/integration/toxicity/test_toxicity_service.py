@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from guardmesh.toxicity.v1 import toxicity_service_pb2 as pb
 from guardmesh.toxicity.v1 import toxicity_service_pb2_grpc
 
@@ -55,9 +56,7 @@ def address(toxicity_model_dir, tmp_path_factory):
         "TOXICITY_MODEL_DIR": str(toxicity_model_dir),
     }
     with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "toxicity"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen([sys.executable, "-m", "toxicity"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_serving(f"127.0.0.1:{port}", process)
         yield f"127.0.0.1:{port}"
@@ -75,9 +74,7 @@ def address(toxicity_model_dir, tmp_path_factory):
 def test_scores_over_grpc(address):
     with grpc.insecure_channel(address) as channel:
         stub = toxicity_service_pb2_grpc.ToxicityServiceStub(channel)
-        reply = stub.Score(
-            pb.ScoreRequest(texts=["I will find you and hurt you.", "kill the process"]), timeout=10
-        )
+        reply = stub.Score(pb.ScoreRequest(texts=["I will find you and hurt you.", "kill the process"]), timeout=10)
     assert len(reply.scores) == 2
     assert reply.scores[0] > 0.5 > reply.scores[1]
 

@@ -1,6 +1,7 @@
 """Model-free tests of number / name extraction and of the reference support checks."""
 
 import pytest
+
 from factuality.facts import Name, Number, ReferenceFacts, extract, extract_names, extract_numbers
 
 

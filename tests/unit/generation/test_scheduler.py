@@ -147,7 +147,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps():
     chunks = [i for i, c in enumerate(model.calls) if c == ("prefill", 100)]
     assert len(chunks) == 10
     # The running sequence kept decoding between the long prompt's chunks.
-    between = model.calls[chunks[0]:chunks[-1]]
+    between = model.calls[chunks[0] : chunks[-1]]
     assert sum(1 for c in between if c[0] == "decode") >= 9
     assert len(long.tokens) == 3 and long.finish == "length"
 

@@ -95,8 +95,7 @@ def test_long_stream_keeps_window_bounded() -> None:
 # --------------------------------------------------------------------- real tokenizer
 
 MODEL_DIR = Path(
-    os.environ.get("GUARDMESH_MODEL_DIR")
-    or Path.home() / ".cache/guardmesh/models/smollm2-135m-instruct-int8"
+    os.environ.get("GUARDMESH_MODEL_DIR") or Path.home() / ".cache/guardmesh/models/smollm2-135m-instruct-int8"
 )
 
 
@@ -121,9 +120,7 @@ def test_real_roundtrip_and_metadata(real_tokenizer: Tokenizer) -> None:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize(
-    "text", ["Hello, world!", "naïve café 日本語 🙂🎉 ok", "  spaced\n\tout  "]
-)
+@pytest.mark.parametrize("text", ["Hello, world!", "naïve café 日本語 🙂🎉 ok", "  spaced\n\tout  "])
 def test_real_incremental_matches_full_decode(real_tokenizer: Tokenizer, text: str) -> None:
     ids = real_tokenizer.encode(text)
     detok = real_tokenizer.detokenizer()

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from orchestrator.auth import ApiKey, KeyStore, KeysFileError, RateLimiter, bearer_token, parse_keys_file
+from orchestrator.auth import ApiKey, KeysFileError, KeyStore, RateLimiter, bearer_token, parse_keys_file
 
 
 def sha(key: str) -> str:

@@ -8,8 +8,8 @@ import pytest
 
 from guardmesh.v1 import completion_service_pb2 as pb
 from orchestrator import responses
-from orchestrator.generation_client import Delta, GenerationError
 from orchestrator.check_clients import CheckError
+from orchestrator.generation_client import Delta, GenerationError
 from orchestrator.input_checks import InputChecker
 from orchestrator.output_checks import OutputChecker, split_releasable
 from orchestrator.pipeline import CompletionPipeline, PipelineError, Usage, choice_seed
@@ -73,8 +73,12 @@ class FakeInjection:
 
 
 def pipeline(generation=None, toxicity=None, factuality=None, pii=None):
-    checker = OutputChecker(toxicity or FakeScorer(), factuality or FakeScorer(lambda t: 1.0),
-                            toxicity_threshold=0.5, factuality_threshold=0.5)
+    checker = OutputChecker(
+        toxicity or FakeScorer(),
+        factuality or FakeScorer(lambda t: 1.0),
+        toxicity_threshold=0.5,
+        factuality_threshold=0.5,
+    )
     inputs = InputChecker(pii or FakePii(), FakeInjection(), injection_threshold=0.9)
     return CompletionPipeline(generation or FakeGeneration(), inputs, checker)
 
@@ -90,7 +94,10 @@ async def test_one_choice_per_prompt_times_n_in_order_with_usage():
     fake = FakeGeneration()
     completion = await pipeline(fake).complete(job(prompt=["x y", "p q r"], n=2), request_id="r", timeout_s=5)
     assert [(c.index, c.text, c.finish_reason) for c in completion.choices] == [
-        (0, " X Y", "length"), (1, " X Y", "length"), (2, " P Q R", "length"), (3, " P Q R", "length"),
+        (0, " X Y", "length"),
+        (1, " X Y", "length"),
+        (2, " P Q R", "length"),
+        (3, " P Q R", "length"),
     ]
     # Prompt tokens count once per prompt; completion tokens once per choice.
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2 + 3, 2 * 2 + 3 * 2)
@@ -141,15 +148,17 @@ async def test_allowed_prompts_pass_the_input_checks():
     fake = FakeGeneration()
     await pipeline(fake).complete(
         job(prompt="hi alice", input={"pii": "block", "entity_list": ["PERSON"], "block_prompt_injection": True}),
-        request_id="r", timeout_s=5,
+        request_id="r",
+        timeout_s=5,
     )
     assert [c[0] for c in fake.calls] == ["hi alice"]
 
 
 async def test_pii_replace_generates_from_the_rewritten_prompt():
     fake = FakeGeneration()
-    completion = await pipeline(fake).complete(job(prompt="hi alice", echo=True, input={"pii": "replace"}),
-                                               request_id="r", timeout_s=5)
+    completion = await pipeline(fake).complete(
+        job(prompt="hi alice", echo=True, input={"pii": "replace"}), request_id="r", timeout_s=5
+    )
     assert [c[0] for c in fake.calls] == ["hi <PERSON>"]
     assert completion.choices[0].text == "hi <PERSON> HI <PERSON>"
 
@@ -166,8 +175,9 @@ async def test_an_input_check_that_is_down_is_503_and_nothing_is_generated():
 async def test_output_checks_run_once_per_request_over_all_choices():
     toxicity, factuality = FakeScorer(), FakeScorer(lambda t: 1.0)
     p = pipeline(toxicity=toxicity, factuality=factuality)
-    await p.complete(job(prompt=["a b", "c d"], n=2, output={"toxicity": True, "factuality": True}),
-                     request_id="r", timeout_s=5)
+    await p.complete(
+        job(prompt=["a b", "c d"], n=2, output={"toxicity": True, "factuality": True}), request_id="r", timeout_s=5
+    )
     assert toxicity.seen == [[" A B", " A B", " C D", " C D"]]
     assert factuality.seen == [[("a b", " A B"), ("a b", " A B"), ("c d", " C D"), ("c d", " C D")]]
 
@@ -228,7 +238,11 @@ async def test_stream_chunks_render_as_openai_events():
     ]
     first = json.loads(events[0].removeprefix(b"data: "))
     assert first == {
-        "id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "usage": None,
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "m",
+        "usage": None,
         "choices": [{"index": 0, "text": " A", "finish_reason": None, "logprobs": None}],
     }
     assert json.loads(events[-1].removeprefix(b"data: "))["choices"][0]["finish_reason"] == "length"

@@ -25,17 +25,45 @@ def test_defaults():
 
 def test_nulls_mean_defaults_like_the_predictionguard_sdk_sends():
     nulls = dict.fromkeys(
-        ["echo", "frequency_penalty", "logit_bias", "max_tokens", "presence_penalty", "stop", "stream",
-         "temperature", "top_p", "top_k", "input", "output", "seed", "n", "stream_options"]
+        [
+            "echo",
+            "frequency_penalty",
+            "logit_bias",
+            "max_tokens",
+            "presence_penalty",
+            "stop",
+            "stream",
+            "temperature",
+            "top_p",
+            "top_k",
+            "input",
+            "output",
+            "seed",
+            "n",
+            "stream_options",
+        ]
     )
     assert validate(request(**nulls), SETTINGS) == validate(request(), SETTINGS)
 
 
 def test_every_field_is_read():
     job = validate(
-        request(prompt=["a", "b"], max_tokens=7, temperature=0, top_p=0.5, top_k=3, frequency_penalty=1,
-                presence_penalty=-1, logit_bias={"42": 5}, stop=["x", "y"], stream=True,
-                stream_options={"include_usage": True}, echo=True, seed=9, n=2),
+        request(
+            prompt=["a", "b"],
+            max_tokens=7,
+            temperature=0,
+            top_p=0.5,
+            top_k=3,
+            frequency_penalty=1,
+            presence_penalty=-1,
+            logit_bias={"42": 5},
+            stop=["x", "y"],
+            stream=True,
+            stream_options={"include_usage": True},
+            echo=True,
+            seed=9,
+            n=2,
+        ),
         SETTINGS,
     )
     assert job.prompts == ("a", "b") and job.n == 2 and job.stream and job.include_usage and job.echo

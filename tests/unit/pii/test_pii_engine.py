@@ -24,26 +24,16 @@ class FakeAnalyzer:
         out = []
         for text in texts:
             spans = [Span("PERSON", m.start(), m.end(), 0.85) for m in re.finditer("Ann Lee", text)]
-            spans += [
-                Span("EMAIL_ADDRESS", m.start(), m.end(), 1.0)
-                for m in re.finditer(r"\S+@\S+\.com", text)
-            ]
-            spans += [
-                Span("PHONE_NUMBER", m.start(), m.end(), 0.4)
-                for m in re.finditer(r"\d{3}-\d{4}", text)
-            ]
-            spans += [
-                Span("PHONE_NUMBER", m.start(), m.end(), 0.3) for m in re.finditer(r"\S+@", text)
-            ]
+            spans += [Span("EMAIL_ADDRESS", m.start(), m.end(), 1.0) for m in re.finditer(r"\S+@\S+\.com", text)]
+            spans += [Span("PHONE_NUMBER", m.start(), m.end(), 0.4) for m in re.finditer(r"\d{3}-\d{4}", text)]
+            spans += [Span("PHONE_NUMBER", m.start(), m.end(), 0.3) for m in re.finditer(r"\S+@", text)]
             out.append(spans)
         return out
 
 
 @pytest.fixture
 def engine():
-    e = PiiEngine(
-        FakeAnalyzer(), max_texts=4, max_text_chars=200, faker=Faker(), rng=random.Random(0)
-    )
+    e = PiiEngine(FakeAnalyzer(), max_texts=4, max_text_chars=200, faker=Faker(), rng=random.Random(0))
     yield e
     e.close()
 
@@ -89,11 +79,7 @@ async def test_anonymize_fake_is_consistent_within_a_request(engine):
     texts = ["Ann Lee called. Ann Lee again.", "Later, Ann Lee left."]
     out, _ = await engine.anonymize(texts, Method.FAKE)
     first = out[0].split(" called")[0]
-    assert (
-        first != "Ann Lee"
-        and out[0] == f"{first} called. {first} again."
-        and out[1] == f"Later, {first} left."
-    )
+    assert first != "Ann Lee" and out[0] == f"{first} called. {first} again." and out[1] == f"Later, {first} left."
 
 
 async def test_anonymize_random_keeps_layout(engine):

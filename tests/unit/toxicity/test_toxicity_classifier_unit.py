@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from toxicity.classifier import (
     PROFANITY_LOGIT_SCALE,
     CombinedClassifier,
@@ -70,9 +71,7 @@ def test_head_round_trips_through_json(tmp_path):
 def test_head_load_fails_fast(tmp_path):
     with pytest.raises(FileNotFoundError, match="toxicity.train"):
         Head.load(tmp_path)
-    (tmp_path / "head.json").write_text(
-        json.dumps({"weights": [1.0], "bias": 0.0, "profanity_logit_scale": 1.0})
-    )
+    (tmp_path / "head.json").write_text(json.dumps({"weights": [1.0], "bias": 0.0, "profanity_logit_scale": 1.0}))
     with pytest.raises(ValueError, match="feature scale"):
         Head.load(tmp_path)
 
