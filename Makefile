@@ -25,7 +25,13 @@ test: venv proto models
 test-unit: venv proto
 	$(PY) -m pytest -q tests/unit tests/contract
 
-bench: venv proto models
+# Bench-only peers (llama-cpp-python server built from source, matplotlib) live in .venv-bench.
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/.installed: tests/bench/peers.py
+	$(PY) tests/bench/peers.py setup
+
+bench: venv proto models $(BENCH_VENV)/.installed
 	GUARDMESH_BENCH=1 $(PY) -m pytest -q -s tests/bench -p no:cacheprovider --timeout=3600
 
 # Minutes of mixed load: latency per minute, memory and fds per process (not part of make test).
