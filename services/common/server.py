@@ -27,24 +27,31 @@ async def serve(
     warm_up: Callable[[], Awaitable[None]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     drain_seconds: float = 10.0,
+    reconnect_every_s: float | None = 60.0,
 ) -> None:
     """Serves until SIGTERM/SIGINT, then drains in-flight calls for up to `drain_seconds`.
 
-    Health stays NOT_SERVING until `warm_up` (e.g. model loading) has finished, so
+    `reconnect_every_s` bounds a client connection's age (None for servers of long streams,
+    whose streams must not be cut). Health stays NOT_SERVING until `warm_up` (e.g. model loading) has finished, so
     readiness probes and the orchestrator never route to a cold service.
     """
-    server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-            # Envoy caps REST headers at 8 KiB (431 beyond); leave room so gRPC's own soft
-            # limit never turns a large but allowed header into a misleading error.
-            ("grpc.max_metadata_size", 16 * 1024),
-            ("grpc.absolute_max_metadata_size", 32 * 1024),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
-        ],
-    )
+    options = [
+        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        # Envoy caps REST headers at 8 KiB (431 beyond); leave room so gRPC's own soft
+        # limit never turns a large but allowed header into a misleading error.
+        ("grpc.max_metadata_size", 16 * 1024),
+        ("grpc.absolute_max_metadata_size", 32 * 1024),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ]
+    if reconnect_every_s:
+        # Clients reconnect this often (after draining), so their round-robin over a
+        # headless Service picks up replicas an autoscaler added.
+        options += [
+            ("grpc.max_connection_age_ms", int(reconnect_every_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(drain_seconds * 1000)),
+        ]
+    server = grpc.aio.server(interceptors=[ObservabilityInterceptor()], options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for add in register:

@@ -92,6 +92,8 @@ async def run(settings: OrchestratorSettings) -> None:
         register=[lambda server, add=add, s=s: add(s, server) for add, s in servicers],
         service_names=names,
         on_stop=close,
+        # Streams may run for minutes; Envoy balances over orchestrator replicas itself.
+        reconnect_every_s=None,
     )
 
 
