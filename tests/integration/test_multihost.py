@@ -217,6 +217,8 @@ def _start_mesh(net: netns.Network, run_dir: Path, model_dir: Path, toxicity_dir
             "ORCHESTRATOR_HOST": edge,
             "ORCHESTRATOR_PORT": str(PORTS["orchestrator"]),
             "ORCHESTRATOR_METRICS_PORT": str(PORTS["orchestrator_metrics"]),
+            # The test's own steady load is far above the default per-key rate.
+            "ORCHESTRATOR_RATE_LIMIT_PER_MINUTE": "1000000",
             "ORCHESTRATOR_GENERATION_ADDRESS": f"{gen}:{PORTS['generation_grpc']}",
             "ORCHESTRATOR_TOXICITY_ADDRESS": "ipv4:" + ",".join(f"{a}:{PORTS['toxicity']}" for a in tox),
         },

@@ -1,6 +1,8 @@
 """Streaming end to end: SSE for REST callers, cancellation when the client goes away."""
 
 import json
+import socket
+import struct
 import time
 
 import httpx
@@ -18,26 +20,32 @@ def no_eos_bias(mesh) -> dict[str, float]:
 
 def test_disconnecting_client_cancels_its_generation(mesh):
     max_tokens = 1500
-    body = {
-        "model": MODEL,
-        "prompt": "Count from one to a thousand: one, two,",
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "logit_bias": no_eos_bias(mesh),
-    }
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "prompt": "Count from one to a thousand: one, two,",
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "logit_bias": no_eos_bias(mesh),
+        }
+    ).encode()
     tokens_before = mesh.generation_metric("generation_tokens_total")
-    with httpx.Client(timeout=60) as client:
-        with client.stream("POST", f"{mesh.base_url}/completions", json=body, headers=mesh.headers()) as r:
-            assert r.status_code == 200
-            lines = r.iter_lines()  # kept referenced: dropping it would close the connection here
-            seen = 0
-            for line in lines:
-                seen += line.startswith("data: ")
-                if seen >= 5:
-                    break
-            assert mesh.active_sequences() >= 1  # it is generating for us
-        # Leaving the block closed the connection after 5 of 1500 tokens.
+    host, port = mesh.base_url.removeprefix("http://").split(":")
+    client = socket.create_connection((host, int(port)), timeout=30)
+    client.sendall(
+        b"POST /completions HTTP/1.1\r\nHost: gm\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {mesh.api_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    while received.count(b"data: ") < 5:  # the first five events
+        received += client.recv(65536)
+    assert received.startswith(b"HTTP/1.1 200")
+    assert mesh.active_sequences() >= 1  # it is generating for us
+    # Vanish abruptly (RST), as a crashed client or a dropped network path does.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
     deadline = time.monotonic() + 20
     while mesh.active_sequences() > 0:
         assert time.monotonic() < deadline, "generation still running after the client disconnected"
