@@ -85,9 +85,13 @@ class CheckClient:
             return CheckError(code, error.details() or f"invalid input for the {self.name} check")
         return CheckError(grpc.StatusCode.UNAVAILABLE, f"{self.name} check unavailable")
 
-    @staticmethod
-    def _metadata(request_id: str):
-        return [("x-request-id", request_id)] if request_id else None
+    async def _call(self, method, request, *, timeout_s: float, request_id: str):
+        """One RPC with the deadline and request id, its failure mapped to a CheckError."""
+        metadata = [("x-request-id", request_id)] if request_id else None
+        try:
+            return await method(request, timeout=timeout_s, metadata=metadata)
+        except grpc.RpcError as e:
+            raise self._error(e) from None
 
 
 PII_METHODS = {
@@ -109,28 +113,16 @@ class PiiClient(CheckClient):
         self, texts: list[str], excluded: list[str], *, timeout_s: float, request_id: str = ""
     ) -> list[list[pii_service_pb2.Entity]]:
         """The PII entities found in each text (one batched call)."""
-        try:
-            response = await self._stub.Analyze(
-                pii_service_pb2.AnalyzeRequest(texts=texts, excluded_entities=excluded),
-                timeout=timeout_s,
-                metadata=self._metadata(request_id),
-            )
-        except grpc.RpcError as e:
-            raise self._error(e) from None
+        request = pii_service_pb2.AnalyzeRequest(texts=texts, excluded_entities=excluded)
+        response = await self._call(self._stub.Analyze, request, timeout_s=timeout_s, request_id=request_id)
         return [list(r.entities) for r in response.results]
 
     async def anonymize(
         self, texts: list[str], method: str, excluded: list[str], *, timeout_s: float, request_id: str = ""
     ) -> list[str]:
         """Each text with its PII replaced by `method` (random, fake, category, mask)."""
-        try:
-            response = await self._stub.Anonymize(
-                pii_service_pb2.AnonymizeRequest(texts=texts, method=PII_METHODS[method], excluded_entities=excluded),
-                timeout=timeout_s,
-                metadata=self._metadata(request_id),
-            )
-        except grpc.RpcError as e:
-            raise self._error(e) from None
+        request = pii_service_pb2.AnonymizeRequest(texts=texts, method=PII_METHODS[method], excluded_entities=excluded)
+        response = await self._call(self._stub.Anonymize, request, timeout_s=timeout_s, request_id=request_id)
         return list(response.texts)
 
 
@@ -143,14 +135,8 @@ class InjectionClient(CheckClient):
 
     async def classify(self, texts: list[str], *, timeout_s: float, request_id: str = "") -> list[float]:
         """Probability in [0, 1] that each text is a prompt-injection attack."""
-        try:
-            response = await self._stub.Classify(
-                injection_service_pb2.ClassifyRequest(texts=texts),
-                timeout=timeout_s,
-                metadata=self._metadata(request_id),
-            )
-        except grpc.RpcError as e:
-            raise self._error(e) from None
+        request = injection_service_pb2.ClassifyRequest(texts=texts)
+        response = await self._call(self._stub.Classify, request, timeout_s=timeout_s, request_id=request_id)
         return list(response.probabilities)
 
 
@@ -163,14 +149,8 @@ class ToxicityClient(CheckClient):
 
     async def score(self, texts: list[str], *, timeout_s: float, request_id: str = "") -> list[float]:
         """Toxicity in [0, 1] per text (one batched call)."""
-        try:
-            response = await self._stub.Score(
-                toxicity_service_pb2.ScoreRequest(texts=texts),
-                timeout=timeout_s,
-                metadata=self._metadata(request_id),
-            )
-        except grpc.RpcError as e:
-            raise self._error(e) from None
+        request = toxicity_service_pb2.ScoreRequest(texts=texts)
+        response = await self._call(self._stub.Score, request, timeout_s=timeout_s, request_id=request_id)
         return list(response.scores)
 
 
@@ -186,8 +166,5 @@ class FactualityClient(CheckClient):
         request = factuality_service_pb2.ScoreRequest(
             pairs=[factuality_service_pb2.Pair(reference=r, text=t) for r, t in pairs]
         )
-        try:
-            response = await self._stub.Score(request, timeout=timeout_s, metadata=self._metadata(request_id))
-        except grpc.RpcError as e:
-            raise self._error(e) from None
+        response = await self._call(self._stub.Score, request, timeout_s=timeout_s, request_id=request_id)
         return list(response.scores)

@@ -43,10 +43,8 @@ class ToxicityServicer(toxicity_service_pb2_grpc.ToxicityServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "toxicity model is still loading")
         try:
             check_texts(texts, max_texts=self._settings.max_texts, max_chars=self._settings.max_text_chars)
-            # shield: a cancelled caller must not cancel the batcher's future (the worker thread
-            # would die on set_result of a cancelled future); the batch result is just dropped.
-            pending = asyncio.shield(self.batcher.submit(texts))
-            scores = await asyncio.wait_for(pending, timeout=context.time_remaining())
+            # A caller that gives up just drops its share of the batch (the batcher allows it).
+            scores = await asyncio.wait_for(self.batcher.submit(texts), timeout=context.time_remaining())
         except InvalidInput as e:
             REQUESTS.labels("invalid_argument").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
