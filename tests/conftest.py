@@ -59,6 +59,22 @@ class Mesh:
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.run_dir.glob("*.log")))
 
+    def wait_stable(self, seconds: float = 12, timeout_s: float = 180) -> None:
+        """Waits until /readyz has answered 200 for `seconds` in a row. A freshly restarted
+        Triton has been seen to crash once within seconds of its first ready answer."""
+        deadline = time.monotonic() + timeout_s
+        since = None
+        while time.monotonic() < deadline:
+            try:
+                ok = httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            since = (since or time.monotonic()) if ok else None
+            if since is not None and time.monotonic() - since >= seconds:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"mesh not stably ready within {timeout_s}s; logs:\n{self.logs()[-5000:]}")
+
     def wait_ready(self, timeout_s: float = 240) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -112,7 +112,7 @@ def run_load(mesh, stop: threading.Event, outcomes: list[Outcome], worker: int) 
     "victim", ["pii", "injection", "toxicity", "factuality", "generation", "orchestrator", "gateway"]
 )
 def test_killing_a_process_under_load(mesh, victim, record_property):
-    mesh.wait_ready(timeout_s=120)
+    mesh.wait_stable()  # the previous case's restart must have settled
     outcomes: list[Outcome] = []
     stop = threading.Event()
     workers = [threading.Thread(target=run_load, args=(mesh, stop, outcomes, w)) for w in range(4)]
