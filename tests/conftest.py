@@ -1,6 +1,7 @@
 """Shared fixtures. `mesh` starts the real mesh (Envoy, orchestrator, Triton) once per run."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,9 @@ from mesh_keys import SCOPED_KEYS, write_keys_file
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "SmolLM2-135M-Instruct"
+# Processes of the session mesh that died on their own (not by a test's SIGKILL), with the
+# end of their log: printed after the run, so a CI log shows what crashed and how.
+CRASHES: list[str] = []
 
 
 def free_port() -> int:
@@ -156,3 +160,24 @@ def mesh(tmp_path_factory) -> Mesh:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        CRASHES.extend(crashes(run_dir))
+
+
+def crashes(run_dir: Path) -> list[str]:
+    """Unexpected exits in supervisord's log other than the SIGKILLs tests send on purpose."""
+    log = run_dir / "supervisord.log"
+    found = []
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        if "not expected" in line and "SIGKILL" not in line:
+            name = line.split("exited: ", 1)[-1].split(" ", 1)[0]
+            service_log = run_dir / f"{name}.log"
+            text = service_log.read_text(errors="replace") if service_log.exists() else ""
+            errors = [x for x in text.splitlines() if re.search(r"Error|error|Traceback|Fatal|fault|signal|^E\d{4}", x)]
+            found.append("\n".join([line, *errors[-40:]]))
+    return found
+
+
+def pytest_terminal_summary(terminalreporter):
+    for crash in CRASHES:
+        terminalreporter.section("mesh process crashed")
+        terminalreporter.write_line(crash)

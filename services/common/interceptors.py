@@ -1,6 +1,8 @@
 """One server interceptor for every service: request-id logging context and RPC metrics."""
 
 import asyncio
+import contextlib
+import inspect
 import time
 import uuid
 
@@ -65,11 +67,19 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
+            # A coroutine writing through the context, never an async generator: a
+            # generator left suspended at `yield` when the caller goes away would keep the
+            # handler's work (a generation) alive until the garbage collector closed it.
             async def unary_stream(request, context):
                 started = begin()
                 try:
-                    async for response in inner_stream(request, context):
-                        yield response
+                    responses = inner_stream(request, context)
+                    if inspect.isasyncgen(responses):
+                        async with contextlib.aclosing(responses):
+                            async for response in responses:
+                                await context.write(response)
+                    else:  # a handler that writes through the context itself
+                        await responses
                 except BaseException as e:
                     end(context, started, e)
                     raise

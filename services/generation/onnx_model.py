@@ -4,8 +4,8 @@ The model is the onnxruntime-genai export built by `convert.py` (`make models`):
 with `GroupQueryAttention` whose inputs are `input_ids` [B, S], `attention_mask`
 [B, total_len] and `past_key_values.{i}.{key,value}` [B, kv_heads, past_len, head_dim], and
 whose outputs are `logits` and `present.{i}.{key,value}`. `convert.py` slices the hidden
-state before the LM head, so `logits` is [B, 1, vocab] (last position only); an unedited
-export ([B, S, vocab]) works too, since only the last position is read.
+state before the LM head, so `logits` is [B, 1, vocab] (last position only), which lets
+every run write its logits into one preallocated buffer.
 
 KV cache: one buffer per layer and per key/value of shape
 [max_batch, kv_heads, max_len, head_dim] is allocated once. Through `IOBinding` the same
@@ -133,6 +133,8 @@ class OnnxCausalLM:
         self.kv_heads = self._dim(shape0[1], cfg.get("num_key_value_heads"), "kv heads")
         self.head_dim = self._dim(shape0[3], cfg.get("head_size"), "head dim")
         logits_out = next(o for o in self._session.get_outputs() if o.name == "logits")
+        if logits_out.shape[1] != 1:
+            raise RuntimeError(f"{model_path}: logits must be last-position only ([B, 1, vocab]); run `make models`")
         info = self._read_json("model_info.json")
         self.vocab_size: int = self._dim(logits_out.shape[2], info.get("vocab_size"), "vocab size")
         ctx = info.get("max_position_embeddings") or self._read_json("genai_config.json").get("model", {}).get(
@@ -155,6 +157,12 @@ class OnnxCausalLM:
                 buf = ort.OrtValue.ortvalue_from_shape_and_type(shape, self._kv_dtype, device, self._device_id)
                 self._kv.append((f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}", buf))
         self._row_bytes = self.kv_heads * max_len * self.head_dim * np.dtype(self._kv_dtype).itemsize
+        # Logits land in one preallocated [max_batch, 1, vocab] buffer: nothing is allocated
+        # per step, and the cached bindings below never hold on to outputs of their own
+        # (each one would keep its last logits alive: up to ~1 GB over all row ranges).
+        self._logits = ort.OrtValue.ortvalue_from_shape_and_type(
+            [max_batch, 1, self.vocab_size], np.float32, device, self._device_id
+        )
         self._bindings: dict[tuple[int, int], ort.IOBinding] = {}
 
     # ------------------------------------------------------------------ public API
@@ -237,13 +245,12 @@ class OnnxCausalLM:
 
     def _run(self, input_ids: np.ndarray, mask: np.ndarray, first_row: int, rows: int) -> np.ndarray:
         """Run the graph on cache rows [first_row, first_row + rows); return logits
-        [rows, seq, vocab] as a host numpy array."""
+        [rows, 1, vocab] as a host numpy array (on CPU a view of the logits buffer: copy
+        what you keep before the next run)."""
         io = self._binding(first_row, rows)
         # Small per-step inputs go host -> device inside ORT; same path for CPU and CUDA.
         io.bind_cpu_input("input_ids", input_ids)
         io.bind_cpu_input("attention_mask", mask)
-        # Re-binding by name keeps its position; ORT allocates logits of the run's shape.
-        io.bind_output("logits", self._device, self._device_id)
         self._session.run_with_iobinding(io)
         return io.get_outputs()[0].numpy()  # "logits" was bound first
 
@@ -256,7 +263,10 @@ class OnnxCausalLM:
         if io is not None:
             return io
         io = self._session.io_binding()
-        io.bind_output("logits", self._device, self._device_id)  # first: output index 0
+        # First, so it is output index 0: rows [0, rows) of the shared logits buffer.
+        io.bind_output(
+            "logits", self._device, self._device_id, np.float32, [rows, 1, self.vocab_size], self._logits.data_ptr()
+        )
         shape = [rows, self.kv_heads, self.max_len, self.head_dim]
         offset = first_row * self._row_bytes
         for past_name, present_name, buf in self._kv:

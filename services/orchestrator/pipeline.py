@@ -5,6 +5,7 @@ batches them with everything else it is running.
 """
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -121,13 +122,15 @@ class CompletionPipeline:
         only then released; a failed check ends the stream with an error.
         """
         budget = Budget(timeout_s, self._check_timeout_s)
+        # aclosing: whatever ends this stream (the caller leaving included) ends the
+        # generation now, not when the garbage collector gets to it.
         deltas = self._generate(job, request_id=request_id, budget=budget, usage=usage)
-        if not (job.output_checks.toxicity or job.output_checks.factuality):
-            async for delta in deltas:
-                yield delta
-            return
-        held: dict[int, str] = {}
-        try:
+        async with contextlib.aclosing(deltas):
+            if not (job.output_checks.toxicity or job.output_checks.factuality):
+                async for delta in deltas:
+                    yield delta
+                return
+            held: dict[int, str] = {}
             async for delta in deltas:
                 if delta.echoed:  # the prompt itself is not checked: send it at once
                     yield ChoiceDelta(delta.index, delta.echoed)
@@ -137,8 +140,6 @@ class CompletionPipeline:
                 if release or delta.finish_reason:
                     await self._verify(job, [(prompt, release)], request_id=request_id, budget=budget)
                     yield ChoiceDelta(delta.index, release, delta.finish_reason)
-        finally:
-            await deltas.aclose()
 
     async def _verify(self, job: CompletionJob, pairs: list[tuple[str, str]], *, request_id: str, budget: Budget):
         if not (job.output_checks.toxicity or job.output_checks.factuality):
@@ -176,11 +177,14 @@ class CompletionPipeline:
         async def run(index: int, prompt_index: int) -> None:
             params = job.sampling.as_parameters(choice_seed(job.sampling.seed, index))
             try:
-                async for delta in self._generation.stream(
-                    prompts[prompt_index], params, request_id=f"{request_id}-{index}", timeout_s=timeout_s
-                ):
-                    if delta.text or delta.finish_reason:  # skip heartbeats
-                        await queue.put((index, delta))
+                async with contextlib.aclosing(
+                    self._generation.stream(
+                        prompts[prompt_index], params, request_id=f"{request_id}-{index}", timeout_s=timeout_s
+                    )
+                ) as deltas:
+                    async for delta in deltas:
+                        if delta.text or delta.finish_reason:  # skip heartbeats
+                            await queue.put((index, delta))
             except Exception as e:  # handed to the consumer, which decides the status
                 await queue.put((index, e))
             else:
@@ -218,13 +222,15 @@ class CompletionPipeline:
         completion = Completion(choices=[Choice(i) for i in range(len(job.prompts) * job.n)])
         generated = [""] * len(completion.choices)
         budget = Budget(timeout_s, self._check_timeout_s)
-        deltas = self._generate(job, request_id=request_id, budget=budget, usage=completion.usage)
-        async for delta in deltas:
-            choice = completion.choices[delta.index]
-            choice.text += delta.text
-            generated[delta.index] += delta.text[len(delta.echoed) :]
-            if delta.finish_reason:
-                choice.finish_reason = delta.finish_reason
+        async with contextlib.aclosing(
+            self._generate(job, request_id=request_id, budget=budget, usage=completion.usage)
+        ) as deltas:
+            async for delta in deltas:
+                choice = completion.choices[delta.index]
+                choice.text += delta.text
+                generated[delta.index] += delta.text[len(delta.echoed) :]
+                if delta.finish_reason:
+                    choice.finish_reason = delta.finish_reason
         pairs = [(job.prompts[i // job.n], text) for i, text in enumerate(generated)]
         await self._verify(job, pairs, request_id=request_id, budget=budget)
         return completion

@@ -1,6 +1,7 @@
 """gRPC servicers: map protos to the pipeline and pipeline errors to gRPC statuses."""
 
 import asyncio
+import contextlib
 import math
 import secrets
 import time
@@ -148,28 +149,42 @@ class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
         job, request_id, budget = await self._admit(request, context)
         return await self._complete(job, request_id, budget, context)
 
+    # The streaming handlers write through `context.write` rather than being async
+    # generators: when the caller goes away, gRPC cancels the handler's task, and a
+    # generator suspended at `yield` (the write happens outside it) would stay open until
+    # the garbage collector finds it, its generation running on for nobody. Here the
+    # cancellation lands in our frame and `aclosing` ends the pipeline, and with it the
+    # generation, at once.
+
     async def StreamCompletion(self, request, context):
         job, request_id, budget = await self._admit(request, context)
         ids = dict(id=responses.new_completion_id(), model=job.model, created=responses.now())
         usage = Usage()
         sent = False
         try:
-            async for delta in self._pipeline.stream(job, request_id=request_id, timeout_s=budget, usage=usage):
-                yield responses.delta_chunk(delta, **ids)
-                sent = True
+            async with contextlib.aclosing(
+                self._pipeline.stream(job, request_id=request_id, timeout_s=budget, usage=usage)
+            ) as deltas:
+                async for delta in deltas:
+                    await context.write(responses.delta_chunk(delta, **ids))
+                    sent = True
+        except asyncio.CancelledError:
+            log.info("client went away")
+            raise
         except PipelineError as e:
             if not sent:
                 await context.abort(e.code, e.message)
-            yield pb.CompletionChunk(error=e.message, **ids)
+            await context.write(pb.CompletionChunk(error=e.message, **ids))
             return
         if job.include_usage:
-            yield responses.usage_chunk(usage, **ids)
+            await context.write(responses.usage_chunk(usage, **ids))
 
     async def CreateCompletionHttp(self, request, context):
         job, request_id, budget = await self._admit(request, context)
         if not job.stream:
             response = await self._complete(job, request_id, budget, context)
-            yield httpbody_pb2.HttpBody(content_type="application/json", data=responses.to_json(response))
+            body = responses.to_json(response)
+            await context.write(httpbody_pb2.HttpBody(content_type="application/json", data=body))
             return
         ids = dict(id=responses.new_completion_id(), model=job.model, created=responses.now())
         usage = Usage()
@@ -179,20 +194,23 @@ class CompletionServicer(completion_service_pb2_grpc.CompletionServiceServicer):
             return httpbody_pb2.HttpBody(content_type="text/event-stream", data=data)
 
         try:
-            async for delta in self._pipeline.stream(job, request_id=request_id, timeout_s=budget, usage=usage):
-                yield event(responses.sse_event(responses.delta_chunk(delta, **ids)))
-                sent = True
+            async with contextlib.aclosing(
+                self._pipeline.stream(job, request_id=request_id, timeout_s=budget, usage=usage)
+            ) as deltas:
+                async for delta in deltas:
+                    await context.write(event(responses.sse_event(responses.delta_chunk(delta, **ids))))
+                    sent = True
         except asyncio.CancelledError:
             log.info("client went away")
             raise
         except PipelineError as e:
             if not sent:
                 await context.abort(e.code, e.message)
-            yield event(responses.sse_error(e.message))
+            await context.write(event(responses.sse_error(e.message)))
             return
         if job.include_usage:
-            yield event(responses.sse_event(responses.usage_chunk(usage, **ids)))
-        yield event(responses.SSE_DONE)
+            await context.write(event(responses.sse_event(responses.usage_chunk(usage, **ids))))
+        await context.write(event(responses.SSE_DONE))
 
     async def CheckCompletionAccess(self, request, context):
         await self._gate.authenticate(context, "completions")
