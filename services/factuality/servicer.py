@@ -48,7 +48,8 @@ class FactualityServicer(factuality_service_pb2_grpc.FactualityServiceServicer):
         try:
             check_pairs(pairs, max_pairs=self._settings.max_pairs, max_chars=self._settings.max_text_chars)
             # A caller that gives up just drops its share of the batch (the batcher allows it).
-            scores = await asyncio.wait_for(self.batcher.submit(pairs), timeout=context.time_remaining())
+            async with asyncio.timeout(context.time_remaining()):
+                scores = await self.batcher.submit(pairs)
         except InvalidInput as e:
             REQUESTS.labels("invalid_argument").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

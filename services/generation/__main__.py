@@ -113,7 +113,15 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     with Triton(config=config) as triton:
-        completions = CompletionModel(scheduler, tokenizer, model.max_len, model.vocab_size, settings.heartbeat_s)
+        completions = CompletionModel(
+            scheduler,
+            tokenizer,
+            model.max_len,
+            model.vocab_size,
+            heartbeat_s=settings.heartbeat_s,
+            coalesce_s=settings.coalesce_s,
+            coalesce_above=settings.coalesce_above,
+        )
         triton.bind(
             model_name=settings.model_name,
             infer_func=completions,

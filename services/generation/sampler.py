@@ -71,6 +71,8 @@ def sample(
     bias: np.ndarray | None = None,
 ) -> np.ndarray:
     """Returns the next token id for every row of `logits` [B, V]."""
+    if counts is None and bias is None and not (params.temperature > 0).any():
+        return np.argmax(logits, axis=1)  # all greedy: float32 argmax picks the same tokens
     adjusted = apply_penalties_and_bias(logits, params, counts, bias)
     tokens = np.argmax(adjusted, axis=1)
     rows = np.flatnonzero(params.temperature > 0)

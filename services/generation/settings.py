@@ -35,6 +35,10 @@ class GenerationSettings(BaseSettings):
     max_waiting: int = 256
     # A stream with no new token for this long sends an empty heartbeat response.
     heartbeat_s: float = 1.0
+    # With more than `coalesce_above` sequences generating, a stream sends at most one
+    # response per `coalesce_s` (tokens in between go together; the first goes at once).
+    coalesce_s: float = 0.1
+    coalesce_above: int = 4
     # On SIGTERM, running streams get this long to finish before Triton stops.
     drain_seconds: float = 20.0
     log_level: str = "INFO"

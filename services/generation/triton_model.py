@@ -8,6 +8,7 @@ response is being sent are coalesced into the next one.
 
 import asyncio
 import json
+import math
 
 import numpy as np
 import structlog
@@ -47,9 +48,18 @@ class CompletionModel:
     """Streams one completion per request from the shared scheduler."""
 
     def __init__(
-        self, scheduler: Scheduler, tokenizer: Tokenizer, max_len: int, vocab_size: int, heartbeat_s: float = 1.0
+        self,
+        scheduler: Scheduler,
+        tokenizer: Tokenizer,
+        max_len: int,
+        vocab_size: int,
+        heartbeat_s: float = 1.0,
+        coalesce_s: float = 0.0,
+        coalesce_above: int = 0,
     ):
         self._heartbeat_s = heartbeat_s
+        self._coalesce_s = coalesce_s
+        self._coalesce_above = coalesce_above
         self._scheduler = scheduler
         self._tokenizer = tokenizer
         self._max_len = max_len
@@ -113,15 +123,23 @@ class CompletionModel:
         stops = StopMatcher(req.stop)
         generated = 0
         finish = ""
+        sent_at = -math.inf
         try:
             while not finish:
                 try:
-                    batch = [await asyncio.wait_for(events.get(), self._heartbeat_s)]
+                    async with asyncio.timeout(self._heartbeat_s):
+                        batch = [await events.get()]
                 except TimeoutError:
                     # Still waiting (queued, or a long prefill): an empty response tells the
                     # client this stream is alive, so it can time out streams that are not.
                     yield _response("", n_prompt, generated)
                     continue
+                # Under load, a stream answers at most every `coalesce_s` (its first token
+                # at once): each response costs CPU in PyTriton, Triton, the orchestrator
+                # and Envoy that the decode steps of every stream need on a small machine.
+                hold = sent_at + self._coalesce_s - loop.time()
+                if hold > 0 and self._scheduler.active > self._coalesce_above:
+                    await asyncio.sleep(hold)
                 while not events.empty():
                     batch.append(events.get_nowait())
                 text = ""
@@ -140,6 +158,7 @@ class CompletionModel:
                 if finish in ("cancelled", "error"):
                     yield _response(text, n_prompt, generated, "error", "INTERNAL: generation failed")
                     return
+                sent_at = loop.time()
                 yield _response(text, n_prompt, generated, finish)
         finally:
             # The client went away (generator closed) or we stopped at a stop string:

@@ -100,7 +100,10 @@ class GenerationClient:
                 try:
                     # Generation sends a heartbeat at least every few seconds; silence
                     # means it died mid-stream (its Triton may linger while shutting down).
-                    result, error = await asyncio.wait_for(anext(responses), self._idle_timeout_s)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that races a response, and the generation runs on.
+                    async with asyncio.timeout(self._idle_timeout_s):
+                        result, error = await anext(responses)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:

@@ -44,7 +44,8 @@ class ToxicityServicer(toxicity_service_pb2_grpc.ToxicityServiceServicer):
         try:
             check_texts(texts, max_texts=self._settings.max_texts, max_chars=self._settings.max_text_chars)
             # A caller that gives up just drops its share of the batch (the batcher allows it).
-            scores = await asyncio.wait_for(self.batcher.submit(texts), timeout=context.time_remaining())
+            async with asyncio.timeout(context.time_remaining()):
+                scores = await self.batcher.submit(texts)
         except InvalidInput as e:
             REQUESTS.labels("invalid_argument").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
