@@ -51,6 +51,7 @@ async def run(settings: OrchestratorSettings) -> None:
         InputChecker(pii, injection, injection_threshold=settings.injection_threshold),
         checker,
         check_timeout_s=settings.check_timeout_s,
+        speculate=settings.speculative_generation,
     )
     dependencies = {
         "generation": generation,

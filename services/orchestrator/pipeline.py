@@ -107,8 +107,10 @@ class CompletionPipeline:
         input_checker: InputChecker,
         output_checker: OutputChecker,
         check_timeout_s: float = 5.0,
+        speculate: bool = False,
     ):
         self._check_timeout_s = check_timeout_s
+        self._speculate = speculate
         self._generation = generation
         self._input = input_checker
         self._output = output_checker
@@ -157,42 +159,47 @@ class CompletionPipeline:
     async def _generate(
         self, job: CompletionJob, *, request_id: str, budget: Budget, usage: Usage
     ) -> AsyncIterator[ChoiceDelta]:
-        """Runs the input checks, then every choice concurrently; yields deltas as they arrive."""
+        """Runs the input checks, then every choice concurrently; yields deltas as they arrive.
+
+        With `speculate`, the choices start generating from the caller's prompts while the
+        input checks run. Nothing is read from them before the checks pass; a refused prompt
+        cancels them, and a prompt the PII check rewrote is generated again from its new
+        text, so callers see exactly what generating after the checks would give them.
+        """
         asked = bool(job.input_checks.pii or job.input_checks.block_prompt_injection)
-        try:
-            prompts = await self._input.protect(
-                job.input_checks, list(job.prompts), timeout_s=budget.for_check(), request_id=request_id
-            )
-        except InputCheckFailed as e:
-            CHECKS.labels("input", "refused").inc()
-            raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        except CheckError as e:
-            CHECKS.labels("input", _failure(e)).inc()
-            raise PipelineError(e.code, e.message) from None
-        if asked:
-            CHECKS.labels("input", "passed").inc()
-        queue: asyncio.Queue[tuple[int, Delta | Exception | None]] = asyncio.Queue()
         choices = [(p, j) for p in range(len(job.prompts)) for j in range(job.n)]
 
-        async def run(index: int, prompt_index: int) -> None:
-            params = job.sampling.as_parameters(choice_seed(job.sampling.seed, index))
-            try:
-                async with contextlib.aclosing(
-                    self._generation.stream(
-                        prompts[prompt_index], params, request_id=f"{request_id}-{index}", timeout_s=timeout_s
-                    )
-                ) as deltas:
-                    async for delta in deltas:
-                        if delta.text or delta.finish_reason:  # skip heartbeats
-                            await queue.put((index, delta))
-            except Exception as e:  # handed to the consumer, which decides the status
-                await queue.put((index, e))
-            else:
-                await queue.put((index, None))
+        def start(prompts: list[str], tag: str) -> tuple[asyncio.Queue, list[asyncio.Task]]:
+            queue: asyncio.Queue[tuple[int, Delta | Exception | None]] = asyncio.Queue()
+            timeout_s = budget.remaining()
+            tasks = [
+                asyncio.create_task(
+                    self._run_choice(job, index, prompts[p], f"{request_id}-{index}{tag}", timeout_s, queue)
+                )
+                for index, (p, _) in enumerate(choices)
+            ]
+            return queue, tasks
 
-        timeout_s = budget.remaining()
-        tasks = [asyncio.create_task(run(i, p)) for i, (p, _) in enumerate(choices)]
+        original = list(job.prompts)
+        tasks: list[asyncio.Task] = []
         try:
+            if asked and self._speculate:
+                queue, tasks = start(original, "")
+            try:
+                prompts = await self._input.protect(
+                    job.input_checks, original, timeout_s=budget.for_check(), request_id=request_id
+                )
+            except InputCheckFailed as e:
+                CHECKS.labels("input", "refused").inc()
+                raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            except CheckError as e:
+                CHECKS.labels("input", _failure(e)).inc()
+                raise PipelineError(e.code, e.message) from None
+            if asked:
+                CHECKS.labels("input", "passed").inc()
+            if not tasks or prompts != original:
+                await _cancel(tasks)  # (distinct request ids: a late cancel hits only these)
+                queue, tasks = start(prompts, "-checked" if tasks else "")
             pending = len(tasks)
             started: set[int] = set()
             last: dict[int, Delta] = {}
@@ -213,9 +220,23 @@ class CompletionPipeline:
             usage.prompt_tokens = sum(last[i].prompt_tokens for i, (_, j) in enumerate(choices) if j == 0)
             usage.completion_tokens = sum(d.completion_tokens for d in last.values())
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel(tasks)
+
+    async def _run_choice(
+        self, job: CompletionJob, index: int, prompt: str, request_id: str, timeout_s: float, queue: asyncio.Queue
+    ) -> None:
+        """Streams one choice into `queue` as (index, delta), then (index, None) or (index, error)."""
+        params = job.sampling.as_parameters(choice_seed(job.sampling.seed, index))
+        try:
+            stream = self._generation.stream(prompt, params, request_id=request_id, timeout_s=timeout_s)
+            async with contextlib.aclosing(stream) as deltas:
+                async for delta in deltas:
+                    if delta.text or delta.finish_reason:  # skip heartbeats
+                        await queue.put((index, delta))
+        except Exception as e:  # handed to the consumer, which decides the status
+            await queue.put((index, e))
+        else:
+            await queue.put((index, None))
 
     async def complete(self, job: CompletionJob, *, request_id: str, timeout_s: float) -> Completion:
         """Runs the whole request, checks every choice in one batched call per check, returns all."""
@@ -234,3 +255,9 @@ class CompletionPipeline:
         pairs = [(job.prompts[i // job.n], text) for i, text in enumerate(generated)]
         await self._verify(job, pairs, request_id=request_id, budget=budget)
         return completion
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

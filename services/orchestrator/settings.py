@@ -50,6 +50,12 @@ class OrchestratorSettings(BaseSettings):
     request_timeout_s: float = 120.0
     # The most one check call may take (a stalled check service gives 504 after this).
     check_timeout_s: float = 5.0
+    # Start generating while the input checks run (their latency then hides behind the
+    # generation's). Nothing generated is released before the checks pass; a prompt the
+    # PII check rewrites is generated again from the rewritten text. The caller's raw
+    # prompt does reach the generation service (in memory only; it logs no prompts):
+    # set false where it must never see text the PII check would have replaced.
+    speculative_generation: bool = True
     # How long a readiness probe waits for each dependency.
     readiness_timeout_s: float = 1.0
     log_level: str = "INFO"

@@ -38,8 +38,13 @@ def test_a_burst_beyond_capacity_is_refused_fast_and_drains(mesh):
     assert refused, "nothing was refused: the burst did not exceed capacity"
     assert statuses.count(200) >= 32  # at least the KV-cache slots' worth was served
     assert all(b == {"error": "generation queue is full"} for b, _ in refused)
-    # Refusals are immediate, not after waiting in line.
-    assert sorted(t for _, t in refused)[len(refused) // 2] < 5
+    # Refusals do not wait in line: in line, the last of 320 requests would wait for ten
+    # rounds of 32 24-token generations (~30 s here). What they do wait for is the CPU
+    # that 320 simultaneous requests cost every Python process on the way (2 cores here,
+    # also decoding 32 sequences): a median of 3.5-5 s on this machine, so a bound of 8.
+    refusal_times = sorted(t for _, t in refused)
+    assert refusal_times[len(refusal_times) // 2] < 8, refusal_times
+    assert refusal_times[-1] < 20, refusal_times
     deadline = time.monotonic() + 30
     while mesh.active_sequences() > 0 or mesh.generation_metric("generation_waiting_sequences") > 0:
         assert time.monotonic() < deadline
