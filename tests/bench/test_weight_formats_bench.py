@@ -5,7 +5,7 @@ Each format is built by `services/generation/convert.py --precision P` in `.venv
 (cached next to the served model) and run in this process through the service's own
 `OnnxCausalLM` with 2 intra-op threads. Per format:
 
-- size on disk (model.onnx + external data);
+- size on disk (model.onnx + external data) and bytes read per decode step;
 - decode step time and tokens/s at batch 1 and 16 (the service's steady state);
 - perplexity on tests/data/perplexity.txt (fixed text, scored token by token);
 - greedy agreement with fp32: 8 prompts x 32 greedy tokens, the share of tokens equal
@@ -63,6 +63,28 @@ def model_dir(precision: str) -> Path:
 
 def size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.glob("model.onnx*")) / 1e6
+
+
+# Bytes a decode step reads: every initializer, except tables only looked up by Gather (the
+# int8 export keeps the fp32 embedding table for lookups and an int8 copy as the LM head;
+# a lookup reads B rows). Runs in .venv-build, which has `onnx`.
+BYTES_READ = """
+import json, sys
+import onnx
+graph = onnx.load(sys.argv[1], load_external_data=False).graph
+lookups = ("Gather", "GatherBlockQuantized")
+looked_up = {n.input[0] for n in graph.node if n.op_type in lookups}
+elsewhere = {i for n in graph.node if n.op_type not in lookups for i in n.input}
+def nbytes(t):
+    ext = {e.key: e.value for e in t.external_data}
+    return int(ext["length"]) if "length" in ext else len(t.raw_data)
+print(sum(nbytes(t) for t in graph.initializer if t.name not in looked_up or t.name in elsewhere))
+"""
+
+
+def bytes_read_per_step(path: Path) -> int:
+    out = subprocess.run([str(BUILD_PY), "-c", BYTES_READ, str(path / "model.onnx")], check=True, capture_output=True)
+    return int(out.stdout)
 
 
 def decode_ms(lm: OnnxCausalLM, batch: int, steps: int = 20) -> float:
@@ -145,6 +167,7 @@ def test_weight_formats():
         agree = [agreement(t, f) for t, f in zip(texts, greedy_fp32, strict=True)]
         results[precision] = {
             "size_mb": round(size_mb(path), 1),
+            "read_per_step_mb": round(bytes_read_per_step(path) / 1e6, 1),
             "decode_ms_b1": round(decode_ms(lm, 1), 2),
             "decode_ms_b16": round(decode_ms(lm, 16), 2),
             "perplexity": round(perplexity(lm, text_ids), 3),
@@ -153,16 +176,16 @@ def test_weight_formats():
         }
         del lm
 
-    # Physical limits per decode step. Bytes: every weight is read once per step (the
-    # embedding table only for the B rows it looks up; the LM head is tied to it and read
-    # whole). FLOPs: 2 per weight per token, all layers plus the LM head.
+    # Physical limits per decode step. Bytes: every weight is read once per step (see
+    # BYTES_READ; the KV cache adds little at these short contexts). FLOPs: 2 per weight per
+    # token, all layers plus the LM head.
     hidden, kv, ffn = 576, info["num_key_value_heads"] * info["head_dim"], 1536  # SmolLM2-135M
     per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn  # q, o; k, v; gate, up, down
     lm_head = info["vocab_size"] * hidden
     flops_per_token = 2 * (info["num_hidden_layers"] * per_layer + lm_head)
     rows = []
     for precision, r in results.items():
-        weight_bytes = r["size_mb"] * 1e6
+        weight_bytes = r["read_per_step_mb"] * 1e6
         for batch, ms in ((1, r["decode_ms_b1"]), (16, r["decode_ms_b16"])):
             bw_floor_ms = weight_bytes / (bandwidth * 1e9) * 1e3
             flop_floor_ms = flops_per_token * batch / (gflops * 1e9) * 1e3
@@ -174,6 +197,7 @@ def test_weight_formats():
             [
                 precision,
                 r["size_mb"],
+                r["read_per_step_mb"],
                 r["decode_ms_b1"],
                 r["tokens_per_s_b1"],
                 r["decode_ms_b16"],
@@ -192,6 +216,7 @@ def test_weight_formats():
         [
             "format",
             "size MB",
+            "read/step MB",
             "step ms b1",
             "tok/s b1",
             "step ms b16",
