@@ -165,8 +165,11 @@ class Scheduler:
         """
         budget = self._prefill_chunk
         while budget > 0:
-            if not self._prefilling and not self._take_waiting():
-                return
+            if not self._prefilling:
+                if not self._take_waiting():
+                    return
+                if not self._prefilling:  # it took one cancelled while waiting: look again
+                    continue
             seq = self._prefilling[0]
             if seq.cancelled:
                 self._prefilling.pop(0)

@@ -107,6 +107,20 @@ def test_cancel_frees_the_slot_for_waiting_requests():
     assert s.active == 0
 
 
+def test_a_request_cancelled_while_waiting_leaves_the_running_ones_alone():
+    s = Scheduler(CountingModel(max_batch=2, max_len=10_000), {EOS})
+    running, gone, after = Collector(), Collector(), Collector()
+    s.submit([1], 200, GREEDY, running)
+    s.cancel(s.submit([1], 3, GREEDY, gone))  # its caller left before it got a slot
+    s.submit([1], 3, GREEDY, after)
+    s.start()  # all three wait: the cancelled one comes up while another is admitted
+    assert running.done.wait(5) and after.done.wait(5) and gone.done.wait(5)
+    s.stop()
+    assert (running.finish, len(running.tokens)) == ("length", 200)
+    assert gone.finish == "cancelled" and gone.tokens == []
+    assert (after.finish, after.tokens) == ("length", [2, 3, 4])
+
+
 def test_context_window_bounds_generation():
     s = run_scheduler(CountingModel(max_len=6))
     c = Collector()
