@@ -10,6 +10,8 @@ SCOPED_KEYS = {
     "gm-test-other-model": {"endpoints": ["completions"], "models": ["some-other-model"]},
     "gm-test-slow": {"requests_per_minute": 2},
     "gm-test-revocable": {},
+    # Minutes of steady load (the soak) run above the default 600 requests per minute.
+    "gm-test-load": {"requests_per_minute": 60000},
 }
 
 

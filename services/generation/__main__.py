@@ -108,7 +108,10 @@ def main() -> None:
         exit_timeout_secs=3,
     )
 
+    stopping = threading.Event()
+
     def on_sigterm(signum, frame):
+        stopping.set()
         threading.Thread(target=_drain_then_stop, args=(scheduler, settings.drain_seconds), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -141,6 +144,9 @@ def main() -> None:
         log.info("serving", model=settings.model_name, grpc_port=settings.grpc_port)
         triton.serve()
     scheduler.stop()
+    if not stopping.is_set():  # Triton itself died (its log says why): exit so that it shows
+        log.error("triton server exited unexpectedly")
+        sys.exit(1)
     log.info("stopped")
 
 

@@ -56,7 +56,7 @@ class GenerationClient:
     def __init__(self, address: str, model_name: str, idle_timeout_s: float = 5.0):
         self._model = model_name
         self._idle_timeout_s = idle_timeout_s
-        self._cancels: set[asyncio.Task] = set()
+        self._closing: set[asyncio.Task] = set()  # streams ending in the background (see stream())
         self._client = triton.InferenceServerClient(
             address,
             keepalive_options=triton.KeepAliveOptions(keepalive_time_ms=10_000, keepalive_timeout_ms=5_000),
@@ -130,12 +130,29 @@ class GenerationClient:
         except InferenceServerException as e:
             raise _translate(e) from None
         finally:
-            responses.cancel()  # ends the Triton stream; a no-op when it already finished
-            if not finished:
-                task = asyncio.create_task(self._cancel(request_id))
-                self._cancels.add(task)
-                task.add_done_callback(self._cancels.discard)
+            # The stream is left to end by itself, in the background: cancelling a gRPC
+            # stream while Triton 2.51 (PyTriton 0.7.0's) is still answering it races its
+            # cancellation handling and can crash the server with SIGSEGV (fixed upstream
+            # in 24.12, triton-inference-server/server#7840, #8034). A generation we leave
+            # early is stopped by request id instead, and then ends its stream normally.
+            task = asyncio.create_task(self._close(responses, None if finished else request_id))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         raise GenerationError(grpc.StatusCode.UNAVAILABLE, "generation service ended the stream early")
+
+    async def _close(self, responses, cancel_request_id: str | None) -> None:
+        """Stops the generation (when asked) and reads its stream to the end; cancels the
+        stream only if it does not end within the idle timeout (its server is gone)."""
+        if cancel_request_id is not None:
+            await self._cancel(cancel_request_id)
+        try:
+            async with asyncio.timeout(2 * self._idle_timeout_s):
+                async for _ in responses:
+                    pass
+        except TimeoutError:
+            responses.cancel()
+        except (grpc.RpcError, InferenceServerException):
+            pass  # the stream already failed: nothing left to close
 
     async def _cancel(self, request_id: str) -> None:
         try:

@@ -46,24 +46,35 @@ REQUESTS = [
 
 
 def process_stats(mesh, name: str) -> dict:
-    """RSS (MiB) and open file descriptors of a supervised process and its children."""
+    """RSS and its private part (MiB), and open file descriptors, of a supervised process
+    and its children. RSS also counts file pages mapped in: model weights ONNX Runtime maps
+    from disk and touches gradually (an embedding row the first time its token comes up),
+    which grows toward the file's size and is reclaimable; a leak shows in private memory."""
     pid = int(mesh.supervisorctl("pid", name))
     pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    rss = fds = 0
+    kib = {"VmRSS": 0, "RssAnon": 0}
+    fds = 0
     for p in pids:
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            rss += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                key = line.split(":", 1)[0]
+                if key in kib:
+                    kib[key] += int(line.split()[1])
             fds += len(os.listdir(f"/proc/{p}/fd"))
-        except (FileNotFoundError, StopIteration):
+        except FileNotFoundError:
             pass
-    return {"pid": pid, "rss_mib": round(rss / 1024, 1), "fds": fds}
+    return {
+        "pid": pid,
+        "rss_mib": round(kib["VmRSS"] / 1024, 1),
+        "private_mib": round(kib["RssAnon"] / 1024, 1),
+        "fds": fds,
+    }
 
 
 def test_soak(mesh):
     minutes = float(os.environ.get("SOAK_MINUTES", "10"))
     # Warm every path once, then take the baseline.
-    with httpx.Client(base_url=mesh.base_url, timeout=60, headers=mesh.headers()) as client:
+    with httpx.Client(base_url=mesh.base_url, timeout=60, headers=mesh.headers("gm-test-load")) as client:
         for path, body in REQUESTS:
             client.post(path, json=body).read()
     start_stats = {name: process_stats(mesh, name) for name in PROCESSES}
@@ -73,7 +84,7 @@ def test_soak(mesh):
 
     def worker(offset: int) -> None:
         i = offset
-        with httpx.Client(base_url=mesh.base_url, timeout=120, headers=mesh.headers()) as client:
+        with httpx.Client(base_url=mesh.base_url, timeout=120, headers=mesh.headers("gm-test-load")) as client:
             while not stop.is_set():
                 path, body = REQUESTS[i % len(REQUESTS)]
                 i += 1
@@ -85,12 +96,12 @@ def test_soak(mesh):
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(CONCURRENCY)]
     for t in threads:
         t.start()
-    # RSS every minute: allocators and caches grow while warming up, a leak keeps growing.
-    rss_by_minute = {name: [] for name in PROCESSES}
+    # Memory every minute: allocators and caches grow while warming up, a leak keeps growing.
+    by_minute = {name: [] for name in PROCESSES}
     for _ in range(int(-(-minutes // 1))):
         time.sleep(min(60, minutes * 60))
         for name in PROCESSES:
-            rss_by_minute[name].append(process_stats(mesh, name)["rss_mib"])
+            by_minute[name].append(process_stats(mesh, name))
     stop.set()
     for t in threads:
         t.join(150)
@@ -117,13 +128,15 @@ def test_soak(mesh):
         ["minute", "requests", "p50_ms", "p95_ms", "p99_ms", "5xx", "4xx"],
         rows,
     )
-    half = len(rss_by_minute[PROCESSES[0]]) // 2
+    half = len(by_minute[PROCESSES[0]]) // 2
     proc_rows = [
         [
             n,
             start_stats[n]["rss_mib"],
-            rss_by_minute[n][max(half - 1, 0)],
             end_stats[n]["rss_mib"],
+            start_stats[n]["private_mib"],
+            by_minute[n][max(half - 1, 0)]["private_mib"],
+            end_stats[n]["private_mib"],
             start_stats[n]["fds"],
             end_stats[n]["fds"],
             start_stats[n]["pid"] == end_stats[n]["pid"],
@@ -133,14 +146,26 @@ def test_soak(mesh):
     report(
         "soak_processes",
         "soak: memory and file descriptors per process (with children)",
-        ["process", "rss_start_mib", "rss_half_mib", "rss_end_mib", "fds_start", "fds_end", "same_pid"],
+        [
+            "process",
+            "rss_start_mib",
+            "rss_end_mib",
+            "private_start_mib",
+            "private_half_mib",
+            "private_end_mib",
+            "fds_start",
+            "fds_end",
+            "same_pid",
+        ],
         proc_rows,
-        {"start": start_stats, "end": end_stats, "rss_by_minute": rss_by_minute},
+        {"start": start_stats, "end": end_stats, "by_minute": by_minute},
     )
     print(json.dumps({"requests": len(samples)}))
     assert samples and all(code < 500 for _, _, code in samples)
-    assert all(row[6] for row in proc_rows), "a process restarted during the soak"
-    for name, _, rss_half, rss_end, fd0, fd1, _ in proc_rows:
+    assert all(row[-1] for row in proc_rows), "a process restarted during the soak"
+    for name, _, _, _, private_half, private_end, fd0, fd1, _ in proc_rows:
         # After the first half (warm-up: ONNX Runtime's arena, caches), memory must stay flat.
-        assert rss_end < rss_half * 1.05 + 20, f"{name}: RSS kept growing, {rss_half} -> {rss_end} MiB"
+        assert private_end < private_half * 1.05 + 20, (
+            f"{name}: memory kept growing, {private_half} -> {private_end} MiB"
+        )
         assert fd1 <= fd0 + 20, f"{name}: file descriptors grew from {fd0} to {fd1}"
