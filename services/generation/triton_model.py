@@ -3,7 +3,8 @@
 Each request is one prompt; responses stream text deltas. The infer function is
 an async generator, so PyTriton runs every stream concurrently on one event loop
 while the scheduler thread batches their tokens. Deltas that pile up while a
-response is being sent are coalesced into the next one.
+response is being sent are coalesced into the next one, and under load a stream
+answers at most every `coalesce_s`.
 """
 
 import asyncio
