@@ -146,15 +146,8 @@ class CompletionPipeline:
     async def _verify(self, job: CompletionJob, pairs: list[tuple[str, str]], *, request_id: str, budget: Budget):
         if not (job.output_checks.toxicity or job.output_checks.factuality):
             return
-        try:
+        with _counted("output"):
             await self._output.verify(job.output_checks, pairs, timeout_s=budget.for_check(), request_id=request_id)
-        except OutputCheckFailed as e:
-            CHECKS.labels("output", "refused").inc()
-            raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        except CheckError as e:
-            CHECKS.labels("output", _failure(e)).inc()
-            raise PipelineError(e.code, e.message) from None
-        CHECKS.labels("output", "passed").inc()
 
     async def _generate(
         self, job: CompletionJob, *, request_id: str, budget: Budget, usage: Usage
@@ -185,18 +178,10 @@ class CompletionPipeline:
         try:
             if asked and self._speculate:
                 queue, tasks = start(original, "")
-            try:
+            with _counted("input", asked):
                 prompts = await self._input.protect(
                     job.input_checks, original, timeout_s=budget.for_check(), request_id=request_id
                 )
-            except InputCheckFailed as e:
-                CHECKS.labels("input", "refused").inc()
-                raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-            except CheckError as e:
-                CHECKS.labels("input", _failure(e)).inc()
-                raise PipelineError(e.code, e.message) from None
-            if asked:
-                CHECKS.labels("input", "passed").inc()
             if not tasks or prompts != original:
                 await _cancel(tasks)  # (distinct request ids: a late cancel hits only these)
                 queue, tasks = start(prompts, "-checked" if tasks else "")
@@ -261,3 +246,19 @@ async def _cancel(tasks: list[asyncio.Task]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _counted(stage: str, asked: bool = True):
+    """Counts a check stage's outcome (CHECKS) and turns its failures into PipelineErrors:
+    a refusal is 400, a check that could not run keeps its status (503, 504)."""
+    try:
+        yield
+    except (InputCheckFailed, OutputCheckFailed) as e:
+        CHECKS.labels(stage, "refused").inc()
+        raise PipelineError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+    except CheckError as e:
+        CHECKS.labels(stage, _failure(e)).inc()
+        raise PipelineError(e.code, e.message) from None
+    if asked:
+        CHECKS.labels(stage, "passed").inc()
